@@ -1,0 +1,247 @@
+"""One step of each recurrence, in PyTorch's conventions.
+
+Every cell splits the way cuDNN and torch do:
+
+    gx = x @ W_ihᵀ + b_ih      input projection: one matmul for all time steps, before the scan
+    gh = h @ W_hhᵀ + b_hh      recurrent projection: the only matmul inside the scan
+
+The pure step functions (``elman_step``, ``lstm_step``, ``gru_step``, ``linear_step``) take the
+carry and a precomputed ``gx`` and return the new carry; the layers in ``layers.py`` scan them.
+The linen cells (``RNNCell``, ``LSTMCell``, ``GRUCell``, ``LinearCell``) create the parameters
+under ``torch.nn.RNNCell``'s names and shapes and compute one step, ``(carry, x) -> (carry, y)``,
+for step-by-step code such as sampling.
+
+Gates are fused: LSTM ``W_ih`` is ``[4H, I]`` with blocks ``i, f, g, o``; GRU ``W_ih`` is
+``[3H, I]`` with blocks ``r, z, n``, exactly as torch stores them. Two biases, as torch has
+them: folding them into one keeps the forward pass but breaks training parity.
+
+Shapes: ``B`` batch, ``I`` input features, ``H`` hidden size, ``P`` LSTM projection size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+NONLINEARITIES: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+GATES = {"linear": 1, "rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+
+
+def affine(x: Array, weight: Array, bias: Array | None = None) -> Array:
+    """``x @ weightᵀ + bias`` with torch's weight layout ``[out, in]``; x: ``[..., in]``."""
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
+def torch_uniform(bound: float) -> Callable:
+    """Initializer U(-bound, bound), torch's default for recurrent weights (bound = 1/√H)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
+
+    return init
+
+
+class CellWeights(NamedTuple):
+    """One direction of one layer, torch names and layouts. ``G`` = number of gates."""
+
+    weight_ih: Array  # [G·H, I]
+    weight_hh: Array  # [G·H, H]  ([4H, P] with projection)
+    bias_ih: Array | None = None  # [G·H]
+    bias_hh: Array | None = None  # [G·H]
+    weight_hr: Array | None = None  # [P, H], LSTM projection only
+
+
+def make_weights(
+    module: nn.Module,
+    *,
+    input_size: int,
+    hidden_size: int,
+    gates: int,
+    bias: bool = True,
+    proj_size: int = 0,
+    suffix: str = "",
+    param_dtype: Dtype = jnp.float32,
+) -> CellWeights:
+    """Create (or fetch) one direction's parameters on ``module`` under torch's names.
+
+    The order of creation is torch's state_dict order: ``weight_ih, weight_hh, bias_ih,
+    bias_hh, weight_hr``; ``suffix`` is e.g. ``"_l1_reverse"`` (empty for a cell).
+    """
+    init = torch_uniform(1.0 / math.sqrt(hidden_size))
+    real_hidden = proj_size or hidden_size
+    p = lambda name, shape: module.param(name + suffix, init, shape, param_dtype)  # noqa: E731
+    weight_ih = p("weight_ih", (gates * hidden_size, input_size))
+    weight_hh = p("weight_hh", (gates * hidden_size, real_hidden))
+    bias_ih = p("bias_ih", (gates * hidden_size,)) if bias else None
+    bias_hh = p("bias_hh", (gates * hidden_size,)) if bias else None
+    weight_hr = p("weight_hr", (proj_size, hidden_size)) if proj_size else None
+    return CellWeights(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+
+
+# ----------------------------------------------------------------------------- pure steps
+
+
+def linear_step(h: Array, gx: Array, w: CellWeights) -> Array:
+    """Linear recurrence (the seeds' LinRNN), no nonlinearity::
+
+        h' = W_ih x + b_ih + W_hh h + b_hh
+
+    h: ``[B, H]``, gx = ``W_ih x + b_ih``: ``[B, H]``.
+    """
+    return gx + affine(h, w.weight_hh, w.bias_hh)
+
+
+def elman_step(h: Array, gx: Array, w: CellWeights, nonlinearity: str = "tanh") -> Array:
+    """Elman RNN, as ``torch.nn.RNN``::
+
+        h' = act(W_ih x + b_ih + W_hh h + b_hh),   act = tanh | relu
+
+    h: ``[B, H]``, gx: ``[B, H]``.
+    """
+    act = NONLINEARITIES[nonlinearity]
+    return act(gx + affine(h, w.weight_hh, w.bias_hh))
+
+
+def lstm_step(carry: tuple[Array, Array], gx: Array, w: CellWeights) -> tuple[Array, Array]:
+    """LSTM, as ``torch.nn.LSTM``::
+
+        i = σ(W_ii x + b_ii + W_hi h + b_hi)
+        f = σ(W_if x + b_if + W_hf h + b_hf)
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)
+        o = σ(W_io x + b_io + W_ho h + b_ho)
+        c' = f ⊙ c + i ⊙ g
+        h' = o ⊙ tanh(c')            (with proj_size: h' = W_hr (o ⊙ tanh(c')))
+
+    carry: ``(h [B, H|P], c [B, H])``, gx: ``[B, 4H]`` in gate order ``i, f, g, o``.
+    """
+    h, c = carry
+    gates = gx + affine(h, w.weight_hh, w.bias_hh)  # [B, 4H]
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = f * c + i * g
+    h = o * jnp.tanh(c)
+    if w.weight_hr is not None:
+        h = affine(h, w.weight_hr)  # [B, P]
+    return h, c
+
+
+def gru_step(h: Array, gx: Array, w: CellWeights) -> Array:
+    """GRU, as ``torch.nn.GRU``::
+
+        r = σ(W_ir x + b_ir + W_hr h + b_hr)
+        z = σ(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+        h' = (1 - z) ⊙ n + z ⊙ h
+
+    h: ``[B, H]``, gx: ``[B, 3H]`` in gate order ``r, z, n``. ``b_hn`` sits inside the
+    ``r ⊙ (…)``, which is why the two biases cannot be folded.
+    """
+    gh = affine(h, w.weight_hh, w.bias_hh)  # [B, 3H]
+    x_r, x_z, x_n = jnp.split(gx, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * h_n)
+    return (1.0 - z) * n + z * h
+
+
+def step_fn(mode: str) -> Callable:
+    """The pure step for a torch RNN mode: ``linear | rnn_tanh | rnn_relu | lstm | gru``."""
+    if mode == "lstm":
+        return lstm_step
+    if mode == "gru":
+        return gru_step
+    if mode == "linear":
+        return linear_step
+    if mode in ("rnn_tanh", "rnn_relu"):
+        nonlinearity = mode.removeprefix("rnn_")
+        return lambda h, gx, w: elman_step(h, gx, w, nonlinearity)
+    raise ValueError(f"mode must be one of {sorted(GATES)}, got {mode!r}")
+
+
+def output_of(carry) -> Array:
+    """The per-step output of a carry: ``h`` (for LSTM the first of ``(h, c)``)."""
+    return carry[0] if isinstance(carry, tuple) else carry
+
+
+# ----------------------------------------------------------------------------- linen cells
+
+
+class _Cell(nn.Module, kw_only=True):
+    """A single step with torch's RNNCell parameter names (``weight_ih``, ``weight_hh``, …).
+
+    ``__call__(carry, x) -> (carry, y)`` with x: ``[B, I]`` (or ``[I]``); y is the new ``h``.
+    """
+
+    hidden_size: int
+    bias: bool = True
+    param_dtype: Dtype = jnp.float32
+
+    mode = "linear"  # class constant, overridden by each cell
+    proj_size = 0
+
+    def _mode(self) -> str:
+        return self.mode
+
+    @nn.compact
+    def __call__(self, carry, x: Array):
+        w = make_weights(
+            self,
+            input_size=x.shape[-1],
+            hidden_size=self.hidden_size,
+            gates=GATES[self._mode()],
+            bias=self.bias,
+            proj_size=self.proj_size,
+            param_dtype=self.param_dtype,
+        )
+        carry = step_fn(self._mode())(carry, affine(x, w.weight_ih, w.bias_ih), w)
+        return carry, output_of(carry)
+
+    def initialize_carry(self, key, input_shape: tuple[int, ...], dtype: Dtype = None):
+        """Zero state for inputs of shape ``[..., I]`` (``key`` unused, kept for Flax's API)."""
+        del key
+        dtype = dtype or self.param_dtype
+        return jnp.zeros((*input_shape[:-1], self.hidden_size), dtype)
+
+
+class LinearCell(_Cell):
+    """``h' = W_ih x + b_ih + W_hh h + b_hh`` (no nonlinearity): the seeds' linear step."""
+
+    mode = "linear"
+
+
+class RNNCell(_Cell):
+    """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, as ``torch.nn.RNNCell``."""
+
+    nonlinearity: str = "tanh"
+
+    def _mode(self) -> str:
+        if self.nonlinearity not in NONLINEARITIES:
+            raise ValueError(
+                f"nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}"
+            )
+        return "rnn_" + self.nonlinearity
+
+
+class LSTMCell(_Cell):
+    """One LSTM step as ``torch.nn.LSTMCell``; carry ``(h, c)``, see :func:`lstm_step`."""
+
+    mode = "lstm"
+
+    def initialize_carry(self, key, input_shape, dtype=None):
+        h = super().initialize_carry(key, input_shape, dtype)
+        return h, h
+
+
+class GRUCell(_Cell):
+    """One GRU step as ``torch.nn.GRUCell``; see :func:`gru_step`."""
+
+    mode = "gru"

@@ -1,0 +1,224 @@
+"""PyTorch ↔ jaxrnn: modules, state_dicts and whole models by name.
+
+The mapping is by name, with two leaf rules:
+
+* a Flax submodule path joined by ``"."`` is the torch attribute path
+  (``{"encoder": {"rnn": {...}}}`` ↔ ``encoder.rnn.*``);
+* Dense ``kernel [in, out]`` ↔ torch Linear ``weight [out, in]`` (transposed);
+  Embed ``embedding`` ↔ Embedding ``weight``; every other leaf (recurrent weights, biases,
+  learnable states) is identical.
+
+torch is imported only inside the functions that need it: ``import jaxrnn`` works without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from . import cells, layers
+from .embedding import Embed
+
+_RECURRENT = {"RNN": layers.RNN, "LSTM": layers.LSTM, "GRU": layers.GRU}
+_CELLS = {"RNNCell": cells.RNNCell, "LSTMCell": cells.LSTMCell, "GRUCell": cells.GRUCell}
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _jax_dtype(torch_dtype) -> Any:
+    return jnp.dtype(str(torch_dtype).removeprefix("torch."))
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def _leaf_to_torch(path: tuple[str, ...], value: np.ndarray) -> tuple[str, np.ndarray]:
+    *prefix, leaf = path
+    if leaf == "kernel":
+        if value.ndim != 2:
+            raise ValueError(
+                f"{'.'.join(path)}: only 2-D Dense kernels map to torch Linear weights, "
+                f"got shape {value.shape}"
+            )
+        leaf, value = "weight", value.T
+    elif leaf == "embedding":
+        leaf = "weight"
+    return ".".join((*prefix, leaf)), value
+
+
+def _flatten(params: Mapping, prefix: tuple[str, ...] = ()):
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def params_to_state_dict(params: Mapping) -> dict[str, np.ndarray]:
+    """Flax params (nested dict) → ``{torch_name: numpy array}`` in torch layouts.
+
+    Pass ``variables["params"]``. Returns NumPy arrays (``torch.from_numpy`` takes them as is).
+    """
+    if "params" in params and isinstance(params["params"], Mapping) and len(params) == 1:
+        params = params["params"]
+    return dict(_leaf_to_torch(path, np.asarray(v)) for path, v in _flatten(params))
+
+
+def state_dict_to_params(state_dict: Mapping, like: Mapping) -> dict:
+    """A torch ``state_dict`` → Flax params with the structure, shapes and dtypes of ``like``.
+
+    ``like`` is the params of the target model (e.g. ``model.init(...)["params"]``). Every key
+    must match (missing and unexpected keys are listed in one error), every shape must match
+    after the Dense transpose, and values are cast to ``like``'s dtypes.
+    """
+    if "params" in like and isinstance(like["params"], Mapping) and len(like) == 1:
+        like = like["params"]
+    expected = {_leaf_to_torch(path, np.asarray(v))[0]: path for path, v in _flatten(like)}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        raise KeyError(
+            "state_dict does not match the model's parameters:"
+            + (f"\n  missing keys: {missing}" if missing else "")
+            + (f"\n  unexpected keys: {unexpected}" if unexpected else "")
+            + f"\n  the model expects: {list(expected)}"
+        )
+    out: dict = {}
+    problems = []
+    for name, path in expected.items():
+        ref = _get(like, path)
+        value = _to_numpy(state_dict[name])
+        if path[-1] == "kernel" and value.ndim == 2:
+            value = value.T
+        if value.shape != tuple(ref.shape):
+            torch_shape = value.T.shape if path[-1] == "kernel" else value.shape
+            want = tuple(ref.shape)[::-1] if path[-1] == "kernel" else tuple(ref.shape)
+            problems.append(f"  {name}: state_dict has {torch_shape}, the model needs {want}")
+            continue
+        _set(out, path, jnp.asarray(value, dtype=ref.dtype))
+    if problems:
+        raise ValueError("shape mismatch between state_dict and model:\n" + "\n".join(problems))
+    return out
+
+
+def _get(tree: Mapping, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict, path, value):
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def from_torch(module) -> tuple[nn.Module, dict]:
+    """A torch module → ``(flax_module, variables)`` computing the same function.
+
+    Supports ``nn.RNN``, ``nn.LSTM``, ``nn.GRU``, ``nn.RNNCell``, ``nn.LSTMCell``,
+    ``nn.GRUCell``, ``nn.Linear`` and ``nn.Embedding``. Parameters keep their torch dtype
+    (float64 needs ``jax.config.update("jax_enable_x64", True)``).
+    """
+    kind = type(module).__name__
+    state = {k: _to_numpy(v) for k, v in module.state_dict().items()}
+    dtype = _jax_dtype(next(module.parameters()).dtype)
+    if kind in _RECURRENT:
+        kwargs = dict(
+            hidden_size=module.hidden_size,
+            num_layers=module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=float(module.dropout),
+            bidirectional=module.bidirectional,
+            input_size=module.input_size,
+            param_dtype=dtype,
+        )
+        if kind == "RNN":
+            kwargs["nonlinearity"] = module.nonlinearity
+        if kind == "LSTM":
+            kwargs["proj_size"] = module.proj_size
+        flax_module = _RECURRENT[kind](**kwargs)
+        params = state
+    elif kind in _CELLS:
+        kwargs = dict(hidden_size=module.hidden_size, bias=module.bias, param_dtype=dtype)
+        if kind == "RNNCell":
+            kwargs["nonlinearity"] = module.nonlinearity
+        flax_module, params = _CELLS[kind](**kwargs), state
+    elif kind == "Linear":
+        flax_module = nn.Dense(
+            module.out_features, use_bias=module.bias is not None, param_dtype=dtype
+        )
+        params = {"kernel": state["weight"].T, **({"bias": state["bias"]} if "bias" in state else {})}
+    elif kind == "Embedding":
+        flax_module = Embed(
+            num_embeddings=module.num_embeddings, features=module.embedding_dim,
+            param_dtype=dtype,
+        )  # fmt: skip
+        params = {"embedding": state["weight"]}
+    else:
+        raise TypeError(
+            f"from_torch supports nn.RNN/LSTM/GRU, their Cells, Linear and Embedding; "
+            f"got {kind}. For a whole model use state_dict_to_params(model.state_dict(), like=...)"
+        )
+    return flax_module, {"params": {k: jnp.asarray(v) for k, v in params.items()}}
+
+
+def to_torch(flax_module: nn.Module, variables: Mapping):
+    """A jaxrnn/Flax module and its variables → the equivalent torch module, weights loaded."""
+    import torch
+
+    params = variables.get("params", variables)
+    some = np.asarray(next(iter(jnp.asarray(v) for _, v in _flatten(params))))
+    dtype = getattr(torch, str(some.dtype))
+    if isinstance(flax_module, layers.RNNBase):
+        kind = type(flax_module).__name__
+        input_size = params["weight_ih_l0"].shape[1]
+        kwargs = dict(
+            input_size=input_size,
+            hidden_size=flax_module.hidden_size,
+            num_layers=flax_module.num_layers,
+            bias=flax_module.bias,
+            batch_first=flax_module.batch_first,
+            dropout=flax_module.dropout,
+            bidirectional=flax_module.bidirectional,
+        )
+        if kind == "RNN":
+            kwargs["nonlinearity"] = flax_module.nonlinearity
+        if kind == "LSTM":
+            kwargs["proj_size"] = flax_module.proj_size
+        module = getattr(torch.nn, kind)(**kwargs)
+    elif isinstance(flax_module, cells._Cell) and type(flax_module).__name__ in _CELLS:
+        kind = type(flax_module).__name__
+        kwargs = dict(
+            input_size=params["weight_ih"].shape[1],
+            hidden_size=flax_module.hidden_size,
+            bias=flax_module.bias,
+        )
+        if kind == "RNNCell":
+            kwargs["nonlinearity"] = flax_module.nonlinearity
+        module = getattr(torch.nn, kind)(**kwargs)
+    elif isinstance(flax_module, nn.Dense):
+        in_features, out_features = params["kernel"].shape
+        module = torch.nn.Linear(in_features, out_features, bias=flax_module.use_bias)
+    elif isinstance(flax_module, (Embed, nn.Embed)):
+        module = torch.nn.Embedding(flax_module.num_embeddings, flax_module.features)
+    else:
+        raise TypeError(
+            f"to_torch supports jaxrnn RNN/LSTM/GRU, their cells, Dense and Embed; got "
+            f"{type(flax_module).__name__}. For a whole model use params_to_state_dict(params)"
+        )
+    module = module.to(dtype)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params_to_state_dict(params).items()}
+    module.load_state_dict(state, strict=True)
+    return module

@@ -1,0 +1,105 @@
+"""The time loop: one masked ``lax.scan`` for forward, reverse and variable lengths.
+
+``masked_scan`` steps a cell over time-major pre-activations ``gx: [T, B, G]``. With a
+``mask: [T, B]`` (``t < length``) the carry updates only where the mask is true and the
+outputs elsewhere are exactly zero. Scanning with ``reverse=True`` then starts each sequence
+at its own last valid step, holding the initial state through the padding — which is what
+torch's packed sequences do, with no index juggling.
+
+``linear_recurrence`` solves ``h_t = A h_{t-1} + u_t`` either sequentially or with
+``lax.associative_scan`` (O(log T) depth), with one signature and the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from .cells import output_of
+
+Array = jax.Array
+
+
+def masked_scan(
+    step: Callable,
+    carry,
+    gx: Array,
+    mask: Array | None = None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+):
+    """Run ``carry = step(carry, gx[t])`` over time.
+
+    Args:
+      step: ``(carry, gx_t [B, G]) -> carry``; the output at each step is ``h``
+        (:func:`jaxrnn.cells.output_of`).
+      carry: initial state, a pytree of ``[B, ...]`` arrays.
+      gx: ``[T, B, G]`` input pre-activations, time-major.
+      mask: optional ``[T, B]`` bool, true where ``t < length``.
+      reverse: scan from ``t = T-1`` down to 0.
+      unroll: passed to ``lax.scan``.
+
+    Returns:
+      ``(final_carry, ys)`` with ``ys: [T, B, H]``; where the mask is false ``ys`` is 0 and
+      the carry is left untouched.
+    """
+    if mask is None:
+
+        def body(carry, g):
+            carry = step(carry, g)
+            return carry, output_of(carry)
+
+        return jax.lax.scan(body, carry, gx, reverse=reverse, unroll=unroll)
+
+    def masked_body(carry, inputs):
+        g, m = inputs
+        m = m[:, None]  # [B, 1]
+        new = step(carry, g)
+        carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new, carry)
+        return carry, jnp.where(m, output_of(new), 0)
+
+    return jax.lax.scan(masked_body, carry, (gx, mask), reverse=reverse, unroll=unroll)
+
+
+def length_mask(lengths: Array, time: int) -> Array:
+    """``[T, B]`` bool, true where ``t < lengths[b]``."""
+    return jnp.arange(time)[:, None] < lengths[None, :]
+
+
+def linear_recurrence(
+    weight_hh: Array, u: Array, h0: Array, *, associative: bool = False, unroll: int = 1
+) -> Array:
+    """All states of ``h_t = W_hh h_{t-1} + u_t``, ``t = 0..T-1``, from ``h_{-1} = h0``.
+
+    Args:
+      weight_hh: ``[H, H]``.
+      u: ``[T, B, H]`` the input terms (``W_ih x_t + b_ih + b_hh``).
+      h0: ``[B, H]``.
+      associative: use ``lax.associative_scan`` over the affine maps ``h ↦ A h + u``
+        (depth O(log T), work O(T H³)) instead of a sequential scan (work O(T B H²)).
+
+    Returns:
+      ``[T, B, H]``.
+    """
+    if not associative:
+
+        def body(h, u_t):
+            h = h @ weight_hh.T + u_t
+            return h, h
+
+        return jax.lax.scan(body, h0, u, unroll=unroll)[1]
+
+    # Fold the initial state into the first input: h_0 = A h0 + u_0.
+    u = u.at[0].add(h0 @ weight_hh.T)
+    A = jnp.broadcast_to(weight_hh, (u.shape[0], *weight_hh.shape))  # [T, H, H]
+
+    def compose(earlier, later):
+        # (A2, u2) ∘ (A1, u1) = (A2 A1, A2 u1 + u2): apply `earlier`, then `later`.
+        A1, u1 = earlier
+        A2, u2 = later
+        return A2 @ A1, jnp.einsum("tij,tbj->tbi", A2, u1) + u2
+
+    return jax.lax.associative_scan(compose, (A, u))[1]
