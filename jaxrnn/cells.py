@@ -212,13 +212,13 @@ class _Cell(nn.Module, kw_only=True):
         return jnp.zeros((*input_shape[:-1], self.hidden_size), dtype)
 
 
-class LinearCell(_Cell):
+class LinearCell(_Cell, kw_only=True):
     """``h' = W_ih x + b_ih + W_hh h + b_hh`` (no nonlinearity): the seeds' linear step."""
 
     mode = "linear"
 
 
-class RNNCell(_Cell):
+class RNNCell(_Cell, kw_only=True):
     """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, as ``torch.nn.RNNCell``."""
 
     nonlinearity: str = "tanh"
@@ -231,7 +231,7 @@ class RNNCell(_Cell):
         return "rnn_" + self.nonlinearity
 
 
-class LSTMCell(_Cell):
+class LSTMCell(_Cell, kw_only=True):
     """One LSTM step as ``torch.nn.LSTMCell``; carry ``(h, c)``, see :func:`lstm_step`."""
 
     mode = "lstm"
@@ -241,7 +241,7 @@ class LSTMCell(_Cell):
         return h, h
 
 
-class GRUCell(_Cell):
+class GRUCell(_Cell, kw_only=True):
     """One GRU step as ``torch.nn.GRUCell``; see :func:`gru_step`."""
 
     mode = "gru"

@@ -46,9 +46,20 @@ def _validate_x(x, name: str = "x") -> Array:
             f"{name} must be a floating array (embed token ids first, e.g. jaxrnn.Embed); "
             f"got dtype {x.dtype}"
         )
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} has 0 time steps (shape {tuple(x.shape)}); need T ≥ 1")
     return jnp.asarray(x)
+
+
+def _time_major(x: Array, batch_first: bool) -> tuple[Array, bool]:
+    """x → ``([T, B, I], batched)``; unbatched ``[T, I]`` gets a batch axis of 1."""
+    x = _validate_x(x)
+    batched = x.ndim == 3
+    if not batched:
+        x = x[:, None]
+    elif batch_first:
+        x = jnp.swapaxes(x, 0, 1)
+    if x.shape[0] == 0:
+        raise ValueError(f"x has 0 time steps (shape {tuple(x.shape)}); need T ≥ 1")
+    return x, batched
 
 
 def validate_lengths(lengths, time: int, batch: int | None) -> Array:
@@ -143,12 +154,7 @@ class RNNBase(nn.Module, kw_only=True):
     @nn.compact
     def __call__(self, x, hx=None, *, lengths=None, deterministic: bool = True):
         self._check_config()
-        x = _validate_x(x)
-        batched = x.ndim == 3
-        if not batched:
-            x = x[:, None]  # [T, 1, I]
-        elif self.batch_first:
-            x = jnp.swapaxes(x, 0, 1)  # [T, B, I]
+        x, batched = _time_major(x, self.batch_first)  # [T, B, I]
         T, B, I = x.shape
         if self.input_size is not None and I != self.input_size:
             raise ValueError(f"x has {I} features, but input_size={self.input_size}")
@@ -258,7 +264,7 @@ class RNNBase(nn.Module, kw_only=True):
         return state if batched else state[:, None]
 
 
-class RNN(RNNBase):
+class RNN(RNNBase, kw_only=True):
     """Elman RNN, as ``torch.nn.RNN``: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``.
 
     ``nonlinearity`` is ``"tanh"`` or ``"relu"``. See :class:`RNNBase` for the call.
@@ -272,13 +278,13 @@ class RNN(RNNBase):
         return "rnn_" + self.nonlinearity
 
 
-class GRU(RNNBase):
+class GRU(RNNBase, kw_only=True):
     """GRU, as ``torch.nn.GRU`` (gates ``r, z, n``; see :func:`jaxrnn.cells.gru_step`)."""
 
     mode = "gru"
 
 
-class LSTM(RNNBase):
+class LSTM(RNNBase, kw_only=True):
     """LSTM, as ``torch.nn.LSTM`` (gates ``i, f, g, o``; see :func:`jaxrnn.cells.lstm_step`).
 
     ``hx`` and ``h_n`` are pairs ``(h, c)``. With ``0 < proj_size < hidden_size`` the hidden
@@ -335,12 +341,7 @@ class LinearRNN(nn.Module, kw_only=True):
 
     @nn.compact
     def __call__(self, x, hx=None):
-        x = _validate_x(x)
-        batched = x.ndim == 3
-        if not batched:
-            x = x[:, None]
-        elif self.batch_first:
-            x = jnp.swapaxes(x, 0, 1)
+        x, batched = _time_major(x, self.batch_first)  # [T, B, I]
         T, B, I = x.shape
         w = cells.make_weights(
             self, input_size=I, hidden_size=self.hidden_size, gates=1, bias=self.bias,
@@ -369,3 +370,25 @@ class LinearRNN(nn.Module, kw_only=True):
         if not batched:
             return states[:, 0], h_n[0]
         return (jnp.swapaxes(states, 0, 1) if self.batch_first else states), h_n
+
+
+class LinearWeights(nn.Module, kw_only=True):
+    """The parameters of a ``torch.nn.Linear`` under Flax Dense names, returned as arrays.
+
+    ``__call__(in_features) -> (kernel [in, out], bias [out] | None)``. For step functions
+    that run inside a ``lax.scan`` (where a Flax submodule cannot be called): the seeds'
+    custom cells are written this way, so their parameter paths (``hidden_to_hidden.kernel``)
+    map to torch's (``hidden_to_hidden.weight``) like any Dense. Initialised as torch.nn.Linear:
+    U(-1/√in, 1/√in) for the weight and the bias.
+    """
+
+    features: int
+    use_bias: bool = True
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, in_features: int):
+        init = cells.torch_uniform(1.0 / np.sqrt(in_features))
+        kernel = self.param("kernel", init, (in_features, self.features), self.param_dtype)
+        bias = self.param("bias", init, (self.features,), self.param_dtype) if self.use_bias else None
+        return kernel, bias
