@@ -1,0 +1,120 @@
+"""``jaxrnn list | train | eval`` (also ``python -m jaxrnn``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import typing
+
+from .tasks.base import TASKS, TaskConfig, get_task
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def parse_overrides(config_cls: type[TaskConfig], items: list[str]) -> dict:
+    """``["key=value", ...]`` → typed ``{key: value}`` checked against the config's fields."""
+    hints = typing.get_type_hints(config_cls)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in fields:
+            raise ValueError(
+                f"unknown config key {key!r} for {config_cls.__name__}; valid keys: "
+                f"{', '.join(sorted(fields))}"
+            )
+        out[key] = _convert(key, raw.strip(), hints[key])
+    return out
+
+
+def _convert(key: str, raw: str, hint):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if type(None) in args:  # Optional[X]: "none" or an X
+        if raw.lower() == "none":
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        for choice in args:
+            if str(choice) == raw:
+                return choice
+        raise ValueError(f"{key} must be one of {', '.join(map(str, args))}; got {raw!r}")
+    if origin is tuple:
+        parts = [p for p in raw.strip("()[]").split(",") if p.strip()]
+        return tuple(_convert(key, p.strip(), args[0]) for p in parts)
+    if hint is bool:
+        if raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise ValueError(f"{key} must be a boolean (true/false), got {raw!r}")
+    try:
+        return hint(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be {getattr(hint, '__name__', hint)}, got {raw!r}") from None
+
+
+def _cmd_list(args) -> int:
+    from .tasks import load_all
+
+    load_all()
+    for name in sorted(TASKS):
+        task = TASKS[name]
+        print(f"{name:14s} {task.description}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .train import fit
+
+    task = get_task(args.task)
+    config = task.Config(**parse_overrides(task.Config, args.set or []))
+    out = pathlib.Path(args.out or f"runs/{task.name}")
+    print(f"training {task.name} → {out}")
+    result = fit(task, config, seed=args.seed, out_dir=out, resume=args.resume)
+    print(json.dumps({"task": task.name, "final": result.final}, indent=2, default=str))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .train import evaluate_checkpoint
+
+    final = evaluate_checkpoint(args.task, args.checkpoint)
+    print(json.dumps({"task": args.task, "final": final}, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxrnn", description="jaxrnn tasks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the tasks").set_defaults(func=_cmd_list)
+    train = sub.add_parser("train", help="train a task end to end")
+    train.add_argument("task")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="output directory (default runs/TASK)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    train.set_defaults(func=_cmd_train)
+    ev = sub.add_parser("eval", help="evaluate a checkpoint")
+    ev.add_argument("task")
+    ev.add_argument("--checkpoint", required=True, help="a run directory or checkpoint file")
+    ev.set_defaults(func=_cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, FileNotFoundError, FloatingPointError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"jaxrnn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""What a task is: a config dataclass, a data function, a model, a loss and an evaluation.
+
+A task never has its own training loop: ``jaxrnn.train.fit`` runs every task. To add one,
+subclass :class:`Task`, give it a frozen :class:`TaskConfig` subclass with the seed's
+defaults, and decorate it with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+Array = jax.Array
+Batch = dict[str, np.ndarray]
+Dataset = dict[str, Batch]  # split name ("train", "test", ...) -> arrays with a leading N axis
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """Fields every task has; a task's config subclasses this with the seed's defaults."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    grad_clip: float = 0.0  # global-norm clipping as torch.nn.utils.clip_grad_norm_; 0 = off
+    on_device_epoch: bool = False  # run each epoch as one lax.scan over pre-batched data
+
+    def replace(self, **changes) -> "TaskConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class Task:
+    """Base class of a task. Subclasses set ``name``, ``Config``, ``metric`` and implement:
+
+    * ``data(config, rng) -> Dataset``: NumPy arrays, ``{"train": {...}, "test": {...}}``;
+    * ``model(config) -> nn.Module``;
+    * ``loss(model, params, batch, *, key, train) -> (loss, metrics)`` — pure, jit-able;
+    * ``evaluate(model, params, data, config) -> dict`` of final metrics (after training).
+
+    Optional hooks: ``init_batch`` (what ``model.init`` sees), ``epoch_report`` (a line printed
+    after each epoch), ``plot`` (extra PNGs), ``check_data`` (validation at the data boundary).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TaskConfig]]
+    metric: ClassVar[str]  # the eval metric shown in the progress bar, e.g. "test_accuracy"
+    description: ClassVar[str] = ""
+
+    def data(self, config: TaskConfig, rng: np.random.Generator) -> Dataset:
+        raise NotImplementedError
+
+    def model(self, config: TaskConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, params, batch: Batch, *, key: Array, train: bool):
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, params, data: Dataset, config: TaskConfig) -> dict:
+        raise NotImplementedError
+
+    def resolve(self, config: TaskConfig) -> TaskConfig:
+        """Fill fields left ``None`` with values that depend on others (e.g. a variant)."""
+        return config
+
+    def init_batch(self, data: Dataset, config: TaskConfig) -> Batch:
+        return {k: v[:2] for k, v in data["train"].items()}
+
+    def init(self, model: nn.Module, key: Array, batch: Batch):
+        return model.init(key, **self.model_inputs(batch))["params"]
+
+    def model_inputs(self, batch: Batch) -> dict[str, Any]:
+        """The keyword arguments of ``model.apply`` for a batch (default: ``x=batch["x"]``)."""
+        return {"x": batch["x"]}
+
+    def check_data(self, data: Dataset, config: TaskConfig) -> None:
+        """Validate the data once, on the host (e.g. token ids), before anything compiles."""
+
+    def epoch_report(
+        self, model, params, data: Dataset, config: TaskConfig, epoch: int
+    ) -> str | None:
+        return None
+
+    def plot(self, model, params, data: Dataset, config: TaskConfig, out_dir) -> list[str]:
+        return []
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> Task:
+    from . import load_all
+
+    load_all()
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")
+    return TASKS[name]()
