@@ -161,6 +161,18 @@ def from_torch(module) -> tuple[nn.Module, dict]:
         )
         params = {"kernel": state["weight"].T, **({"bias": state["bias"]} if "bias" in state else {})}
     elif kind == "Embedding":
+        unsupported = {
+            "max_norm": module.max_norm is not None,
+            "padding_idx": module.padding_idx is not None,
+            "scale_grad_by_freq": module.scale_grad_by_freq,
+            "sparse": module.sparse,
+        }
+        if any(unsupported.values()):
+            names = ", ".join(k for k, v in unsupported.items() if v)
+            raise ValueError(
+                f"from_torch: nn.Embedding with {names} has no jaxrnn.Embed equivalent "
+                f"(the forward or the gradient would differ); build it without them"
+            )
         flax_module = Embed(
             num_embeddings=module.num_embeddings, features=module.embedding_dim,
             param_dtype=dtype,
@@ -219,6 +231,7 @@ def to_torch(flax_module: nn.Module, variables: Mapping):
             f"{type(flax_module).__name__}. For a whole model use params_to_state_dict(params)"
         )
     module = module.to(dtype)
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params_to_state_dict(params).items()}
+    # np.array copies: arrays from JAX are read-only, which torch.from_numpy warns about.
+    state = {k: torch.from_numpy(np.array(v)) for k, v in params_to_state_dict(params).items()}
     module.load_state_dict(state, strict=True)
     return module

@@ -1,0 +1,117 @@
+"""``python -m parity``: the parity report of jaxrnn against torch.nn, as a table.
+
+One row per configuration and dtype with the worst relative error of each check, PASS/FAIL,
+then the worst error per check per dtype. Exits 1 if any check fails.
+
+    python -m parity              every case of parity/cases.py, float64 and float32
+    python -m parity --quick      a handful of cases
+    python -m parity -k lstm-L3   only the rows whose id contains the substring
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+
+import torch
+
+from . import checks
+from .cases import CASES, DTYPES, QUICK, case_id
+
+COLUMNS = {  # check -> column title
+    "out": "out",
+    "out_jit": "out·jit",
+    "h_n": "h_n",
+    "h_n_jit": "h_n·jit",
+    "grads": "grads",
+    "adam5": "adam×5",
+    "roundtrip": "roundtrip",
+    "names": "names",
+}
+NUM_WIDTH = 9
+
+
+def cell(err: float, check: str, dtype: str) -> str:
+    """``1.2e-16``, ``0`` for exact zeros, ``ok`` for the names check; ``!`` marks a failure."""
+    ok = checks.passed(err, check, dtype)
+    if check == "names":
+        text = "ok" if ok else "MISMATCH"
+    elif err == 0:
+        text = "0"
+    elif math.isnan(err):
+        text = "NaN"
+    else:
+        text = f"{err:.1e}"
+    return text + ("" if ok else "!")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parity", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a handful of cases")
+    parser.add_argument("-k", metavar="SUBSTRING", default="",
+                        help="only rows whose id (e.g. lstm-L3-bi-tf-bias-lengths+hx-f64) "
+                        "contains SUBSTRING")  # fmt: skip
+    args = parser.parse_args(argv)
+
+    runs = [(c, d) for c in (QUICK if args.quick else CASES) for d in DTYPES]
+    runs = [(c, d) for c, d in runs if args.k in case_id(c, d)]
+    if not runs:
+        print(f"no case matches -k {args.k!r}", file=sys.stderr)
+        return 2
+
+    torch.set_num_threads(1)  # tiny tensors: no thread contention with XLA
+    warnings.filterwarnings("ignore", "LSTM with projections is not supported")  # torch's
+    width = max(len(case_id(c, d)) for c, d in runs)
+    header = f"{'config':<{width}}  " + " ".join(f"{t:>{NUM_WIDTH}}" for t in COLUMNS.values())
+    print(f"jaxrnn vs torch {torch.__version__}: max |Δ| / max(1, max|ref|) per tensor; "
+          f"tolerance float64 {checks.TOL['float64']:.0e}, float32 {checks.TOL['float32']:.0e}; "
+          "names and roundtrip exact; ! = fails")  # fmt: skip
+    print(header + "  result")
+    print("-" * (len(header) + 8))
+
+    worst = {d: {c: 0.0 for c in COLUMNS} for d in DTYPES}
+    failed = []
+    start = time.perf_counter()
+    for case, dtype in runs:
+        label = case_id(case, dtype)
+        try:
+            with checks.parity_mode(dtype):
+                report = checks.run_case(case, dtype)
+        except Exception as e:  # a crash is a failure of every check, reported, not hidden
+            print(f"{label:<{width}}  raised {type(e).__name__}: {e}")
+            failed.append(label)
+            for check in COLUMNS:
+                worst[dtype][check] = float("nan")
+            continue
+        errors = report.errors
+        cells = " ".join(f"{cell(errors[c], c, dtype):>{NUM_WIDTH}}" for c in COLUMNS)
+        bad = report.failures(dtype)
+        print(f"{label:<{width}}  {cells}  {'FAIL' if bad else 'PASS'}", flush=True)
+        if bad:
+            failed.append(label)
+            where = ", ".join(f"{c} at {report.notes.get(c) or '-'}" for c in bad)
+            print(f"{'':<{width}}  ^ worst: {where}")
+        for check in COLUMNS:
+            w = worst[dtype][check]
+            if math.isnan(errors[check]) or errors[check] > w:
+                worst[dtype][check] = errors[check] if not math.isnan(w) else w
+
+    print("-" * (len(header) + 8))
+    for dtype in DTYPES:
+        if any(d == dtype for _, d in runs):
+            cells = " ".join(
+                f"{cell(worst[dtype][c], c, dtype):>{NUM_WIDTH}}" for c in COLUMNS
+            )
+            print(f"{'worst ' + dtype:<{width}}  {cells}")
+    seconds = time.perf_counter() - start
+    print(f"\n{len(runs) - len(failed)} of {len(runs)} runs pass ({seconds:.0f} s)")
+    if failed:
+        print("FAILED: " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
