@@ -37,7 +37,10 @@ STOP = 0
 SEED_DEFAULTS = {  # seed 003: SumRNN(…, 100, n_layers=5) 20 epochs; SumLSTM(…, 200, 5) 10 epochs
     "sumrnn": dict(hidden_size=100, num_layers=5, epochs=20, learning_rate=1e-3),
     "sumlstm": dict(hidden_size=200, num_layers=5, epochs=10, learning_rate=1e-3),
-    "seq2seq": dict(hidden_size=128, num_layers=1, epochs=15, learning_rate=3e-3),
+    # Ours, the best measured so far (seed 0): 0.88 exact match after 30 epochs (it "clicks"
+    # near epoch 19); 128 hidden / 15 epochs / lr 3e-3 gave 0.005. Still below the 0.95 target:
+    # train loss reaches 0.02, so it overfits the 18k problems (issue 3).
+    "seq2seq": dict(hidden_size=256, num_layers=1, epochs=30, learning_rate=1e-3),
 }
 
 
