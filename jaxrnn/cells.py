@@ -167,6 +167,13 @@ def step_fn(mode: str) -> Callable:
     raise ValueError(f"mode must be one of {sorted(GATES)}, got {mode!r}")
 
 
+def elman_mode(nonlinearity: str) -> str:
+    """``"tanh" | "relu"`` → torch's mode name ``rnn_tanh | rnn_relu`` (anything else raises)."""
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return "rnn_" + nonlinearity
+
+
 def output_of(carry) -> Array:
     """The per-step output of a carry: ``h`` (for LSTM the first of ``(h, c)``)."""
     return carry[0] if isinstance(carry, tuple) else carry
@@ -224,11 +231,7 @@ class RNNCell(_Cell, kw_only=True):
     nonlinearity: str = "tanh"
 
     def _mode(self) -> str:
-        if self.nonlinearity not in NONLINEARITIES:
-            raise ValueError(
-                f"nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}"
-            )
-        return "rnn_" + self.nonlinearity
+        return elman_mode(self.nonlinearity)
 
 
 class LSTMCell(_Cell, kw_only=True):

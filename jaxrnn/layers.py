@@ -273,9 +273,7 @@ class RNN(RNNBase, kw_only=True):
     nonlinearity: str = "tanh"
 
     def _mode(self) -> str:
-        if self.nonlinearity not in cells.NONLINEARITIES:
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}")
-        return "rnn_" + self.nonlinearity
+        return cells.elman_mode(self.nonlinearity)
 
 
 class GRU(RNNBase, kw_only=True):

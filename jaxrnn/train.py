@@ -18,6 +18,7 @@ step sees the same batch, key and state as in the uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -50,8 +51,13 @@ def make_optimizer(config: TaskConfig) -> optax.GradientTransformation:
     return adam
 
 
+@functools.lru_cache(maxsize=16)
 def make_steps(task: Task, model):
-    """The jitted train and eval steps for a task's model."""
+    """The jitted train, eval and epoch steps for a task's model.
+
+    Cached per (task, model) — Flax modules hash by their fields — so a task's ``evaluate``
+    gets the very functions ``fit`` compiled, and jit's cache is hit instead of recompiling.
+    """
 
     def train_step(state: TrainState, batch: Batch):
         key = jax.random.fold_in(state.key, state.step)
@@ -84,6 +90,11 @@ def iterate_batches(split: Batch, batch_size: int, rng: np.random.Generator | No
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
         yield {k: v[idx] for k, v in split.items()}
+
+
+def evaluate_task(task: Task, model, params, split: Batch, batch_size: int) -> dict[str, float]:
+    """Mean eval metrics of ``task``'s loss over a split, with the cached eval step."""
+    return evaluate_split(make_steps(task, model)[1], params, split, batch_size)
 
 
 def evaluate_split(eval_step, params, split: Batch, batch_size: int) -> dict[str, float]:

@@ -238,10 +238,9 @@ class BitFlip(Task):
         }
 
     def evaluate(self, model, params, data, config):
-        from ..train import evaluate_split, make_steps
+        from ..train import evaluate_task
 
-        _, eval_step, _ = make_steps(self, model)
-        test = evaluate_split(eval_step, params, data["test"], len(data["test"]["x"]))
+        test = evaluate_task(self, model, params, data["test"], len(data["test"]["x"]))
         return {
             "test_bit_accuracy": test["bit_accuracy"],
             "test_exact": test["exact"],

@@ -197,22 +197,21 @@ class Copy(Task):
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, model, params, data, config):
-        from ..train import evaluate_split, make_steps
+        from ..train import evaluate_task
 
-        _, eval_step, _ = make_steps(self, model)
-        test = evaluate_split(eval_step, params, data["test"], config.batch_size)
+        test = evaluate_task(self, model, params, data["test"], config.batch_size)
         final = {f"test_{k}": v for k, v in test.items()}
         if config.variant in FIXED:
-            final["length_curve"] = self.length_curve(model, params, config, eval_step)
+            final["length_curve"] = self.length_curve(model, params, config)
         return final
 
-    def length_curve(self, model, params, config, eval_step, lengths=range(2, 21), n=500):
+    def length_curve(self, model, params, config, lengths=range(2, 21), n=500):
         """Token accuracy of a fixed-length model on lengths it was not trained on."""
-        from ..train import evaluate_split
+        from ..train import evaluate_task
 
         rng = np.random.default_rng(12345)
         return {
-            str(L): evaluate_split(eval_step, params, self.sample(config, rng, n, L), n)[
+            str(L): evaluate_task(self, model, params, self.sample(config, rng, n, L), n)[
                 "token_accuracy"
             ]
             for L in lengths
@@ -226,10 +225,7 @@ class Copy(Task):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from ..train import make_steps
-
-        _, eval_step, _ = make_steps(self, model)
-        curve = self.length_curve(model, params, config, eval_step)
+        curve = self.length_curve(model, params, config)
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([int(k) for k in curve], list(curve.values()), "o-")
         ax.axvline(config.length, color="gray", ls="--", label=f"trained on length {config.length}")

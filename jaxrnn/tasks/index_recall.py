@@ -80,8 +80,7 @@ class IndexRecall(Task):
         return loss, {"accuracy": jnp.mean(logits.argmax(-1) == batch["y"])}
 
     def evaluate(self, model, params, data, config):
-        from ..train import evaluate_split, make_steps
+        from ..train import evaluate_task
 
-        _, eval_step, _ = make_steps(self, model)
-        metrics = evaluate_split(eval_step, params, data["test"], config.batch_size)
+        metrics = evaluate_task(self, model, params, data["test"], config.batch_size)
         return {"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"]}
