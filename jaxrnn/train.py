@@ -7,7 +7,13 @@ epoch, showing a tqdm bar, and writing to ``out_dir``:
 * ``metrics.json``  ``{"task", "config", "history", "final"}``;
 * ``loss.png``      the loss curve, plus each task's own pictures;
 * ``checkpoint.msgpack``  params, optimiser state, step, history and the effective config,
-  written atomically (temp file, fsync, rename) after every epoch.
+  written atomically (temp file, fsync, rename) after every epoch;
+* ``best.msgpack``  for a task that selects (``Task.select``, e.g. ``"valid_accuracy"``): the
+  best epoch's params, written atomically when an epoch improves on it. The checkpoint holds
+  a copy too, so a resumed run keeps its best-so-far; the final ``evaluate`` uses them.
+
+Each epoch is evaluated on ``data["valid"]`` if the task has that split, else ``"test"``,
+else ``"train"``; the task's ``batches`` hook cuts every split into batches.
 
 Randomness flows from one seed: the data from ``np.random.default_rng([seed, 0])``, the init
 from ``PRNGKey(seed)``, each epoch's shuffle from ``default_rng([seed, 1, epoch])`` and each
@@ -25,6 +31,7 @@ import os
 import pathlib
 import tempfile
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -34,9 +41,10 @@ import optax
 from flax import serialization
 from flax.training import train_state
 
-from .tasks.base import Batch, Task, TaskConfig
+from .tasks.base import Batch, Task, TaskConfig, iterate_batches
 
 CHECKPOINT = "checkpoint.msgpack"
+BEST = "best.msgpack"
 
 
 class TrainState(train_state.TrainState):
@@ -44,11 +52,35 @@ class TrainState(train_state.TrainState):
 
 
 def make_optimizer(config: TaskConfig) -> optax.GradientTransformation:
-    """Adam (torch's eps placement), with global-norm clipping first if ``grad_clip > 0``."""
-    adam = optax.adam(config.learning_rate)
-    if config.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam)
+    """Adam (torch's eps placement), with global-norm clipping first if ``grad_clip > 0``.
+
+    ``weight_decay > 0`` gives AdamW with torch's decoupled decay (``p -= lr * wd * p``).
+    """
+    return _optimizer(config.learning_rate, config.grad_clip, config.weight_decay)
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer(learning_rate: float, grad_clip: float, weight_decay: float):
+    # Cached: the optimiser is a static field of TrainState, so the same settings must give
+    # the same object, or every fit would retrace and recompile the jitted steps.
+    if weight_decay > 0:
+        adam = optax.adamw(learning_rate, weight_decay=weight_decay)
+    else:
+        adam = optax.adam(learning_rate)
+    if grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(grad_clip), adam)
     return adam
+
+
+@functools.lru_cache(maxsize=16)
+def shared(model):
+    """The first model seen that equals ``model`` (Flax modules compare by their fields).
+
+    ``TrainState.apply_fn`` is static pytree metadata and bound methods compare their
+    instance by identity: one instance per architecture lets a second ``fit`` of the same
+    model hit jit's cache instead of retracing and recompiling every step.
+    """
+    return model
 
 
 @functools.lru_cache(maxsize=16)
@@ -81,27 +113,26 @@ def make_steps(task: Task, model):
     )
 
 
-def iterate_batches(split: Batch, batch_size: int, rng: np.random.Generator | None):
-    """Batches of ``batch_size`` (shuffled when ``rng`` is given; the remainder is dropped
-    when shuffling so that every training step has one shape)."""
-    n = len(next(iter(split.values())))
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    stop = n - n % batch_size if rng is not None and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
-        yield {k: v[idx] for k, v in split.items()}
-
-
 def evaluate_task(task: Task, model, params, split: Batch, batch_size: int) -> dict[str, float]:
     """Mean eval metrics of ``task``'s loss over a split, with the cached eval step."""
     return evaluate_split(make_steps(task, model)[1], params, split, batch_size)
 
 
+def evaluate_batched(task: Task, model, params, split: Batch, config: TaskConfig) -> dict:
+    """Like :func:`evaluate_task`, with the batches of the task's ``batches`` hook."""
+    return mean_metrics(make_steps(task, model)[1], params, task.batches(split, config, None))
+
+
 def evaluate_split(eval_step, params, split: Batch, batch_size: int) -> dict[str, float]:
     """Mean of the eval metrics over a split, weighted by batch size."""
+    return mean_metrics(eval_step, params, iterate_batches(split, batch_size, None))
+
+
+def mean_metrics(eval_step, params, batches: Iterable[Batch]) -> dict[str, float]:
+    """Mean of the eval metrics over batches, weighted by batch size."""
     totals: dict[str, float] = {}
     count = 0
-    for batch in iterate_batches(split, batch_size, None):
+    for batch in batches:
         n = len(next(iter(batch.values())))
         for k, v in eval_step(params, batch).items():
             totals[k] = totals.get(k, 0.0) + float(v) * n
@@ -112,14 +143,27 @@ def evaluate_split(eval_step, params, split: Batch, batch_size: int) -> dict[str
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: pathlib.Path, state: TrainState, meta: dict[str, Any]) -> None:
-    """Write ``state`` and ``meta`` (JSON-able) to ``path`` atomically.
-
-    The bytes go to a temp file in the same directory, are fsynced, then renamed over
-    ``path``: a save killed midway leaves the previous checkpoint intact.
-    """
+def save_checkpoint(
+    path: pathlib.Path, state: TrainState, meta: dict[str, Any], best_params=None
+) -> None:
+    """Write ``state``, ``meta`` (JSON-able) and the best params so far (if any) to ``path``
+    atomically (see :func:`atomic_write`)."""
     payload = {"state": serialization.to_state_dict(state), "meta": json.dumps(meta)}
-    data = serialization.msgpack_serialize(payload)
+    if best_params is not None:
+        payload["best"] = serialization.to_state_dict(best_params)
+    atomic_write(path, serialization.msgpack_serialize(payload))
+
+
+def save_params(path: pathlib.Path, params, meta: dict[str, Any]) -> None:
+    """Params alone, in the checkpoint layout (``{"state": {"params": ...}, "meta": ...}``):
+    ``load_checkpoint`` and ``jaxrnn eval --checkpoint`` read it like a checkpoint."""
+    payload = {"state": {"params": serialization.to_state_dict(params)}, "meta": json.dumps(meta)}
+    atomic_write(path, serialization.msgpack_serialize(payload))
+
+
+def atomic_write(path: pathlib.Path, data: bytes) -> None:
+    """The bytes go to a temp file in the same directory, are fsynced, then renamed over
+    ``path``: a write killed midway leaves the previous file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
@@ -139,9 +183,9 @@ def save_checkpoint(path: pathlib.Path, state: TrainState, meta: dict[str, Any])
         os.close(dir_fd)
 
 
-def load_checkpoint(path: pathlib.Path, target: TrainState | None = None):
-    """Read a checkpoint: ``(state, meta)``; with ``target`` the state is restored into its
-    structure (shapes checked), else returned as a raw state dict."""
+def read_checkpoint(path: pathlib.Path) -> tuple[dict, dict]:
+    """The raw payload (``state``, optional ``best``) and the meta of a checkpoint file (or of
+    a run directory's ``checkpoint.msgpack``)."""
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -152,19 +196,63 @@ def load_checkpoint(path: pathlib.Path, target: TrainState | None = None):
         meta = json.loads(payload["meta"])
     except Exception as e:  # msgpack/JSON errors: say which file, and what it should be
         raise ValueError(f"{path} is not a readable jaxrnn checkpoint ({e})") from e
+    return payload, meta
+
+
+def load_checkpoint(path: pathlib.Path, target: TrainState | None = None):
+    """Read a checkpoint: ``(state, meta)``; with ``target`` the state is restored into its
+    structure (shapes checked), else returned as a raw state dict."""
+    payload, meta = read_checkpoint(path)
     if target is None:
         return payload["state"], meta
+    return _restore(target, payload["state"], path, meta), meta
+
+
+def _restore(target, raw, path, meta):
     want = jax.tree.map(np.shape, serialization.to_state_dict(target))
-    got = jax.tree.map(np.shape, payload["state"])
+    got = jax.tree.map(np.shape, raw)
     if want != got:
         raise ValueError(
             f"checkpoint {path} (task {meta.get('task')!r}) does not fit this model: "
             f"parameter or optimiser shapes differ"
         )
-    return serialization.from_state_dict(target, payload["state"]), meta
+    return serialization.from_state_dict(target, raw)
 
 
 # ----------------------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass
+class Best:
+    """The best epoch so far by ``metric`` (a history key), its value and its params (host)."""
+
+    metric: str
+    mode: str  # "max" or "min"
+    epoch: int | None = None
+    value: float | None = None
+    params: Any = None
+
+    def improves(self, value: float) -> bool:
+        """Strictly better than the best so far (ties keep the earlier epoch; NaN never wins)."""
+        if not math.isfinite(value):
+            return False
+        if self.value is None:
+            return True
+        return value > self.value if self.mode == "max" else value < self.value
+
+    def update(self, row: dict, params) -> bool:
+        """Take epoch ``row["epoch"]`` (and a host copy of ``params``) if it improves."""
+        if self.metric not in row:
+            raise ValueError(f"select={self.metric!r} is not a history key; the keys are "
+                             f"{', '.join(row)}")  # fmt: skip
+        if not self.improves(row[self.metric]):
+            return False
+        self.epoch, self.value = row["epoch"], row[self.metric]
+        self.params = jax.tree.map(np.array, params)
+        return True
+
+    def meta(self) -> dict:
+        return {"metric": self.metric, "mode": self.mode, "epoch": self.epoch, "value": self.value}
 
 
 @dataclasses.dataclass
@@ -174,6 +262,17 @@ class Result:
     final: dict
     model: Any
     data: dict
+    best: Best | None = None  # the selected epoch of a task with ``select``
+
+
+def selection(task: Task) -> Best | None:
+    """A fresh :class:`Best` for a task that selects its model on a history key, else None."""
+    if task.select is None:
+        return None
+    if task.select_mode not in ("max", "min"):
+        raise ValueError(f"{type(task).__name__}.select_mode must be 'max' or 'min', "
+                         f"got {task.select_mode!r}")  # fmt: skip
+    return Best(task.select, task.select_mode)
 
 
 def config_to_dict(config: TaskConfig) -> dict:
@@ -193,7 +292,8 @@ def fit(
     """Train ``task`` with ``config`` (default: the task's) and evaluate it.
 
     ``max_epochs`` stops early after that many epochs of this call (used by tests to
-    interrupt a run and resume it).
+    interrupt a run and resume it). A task with ``select`` is evaluated with its best epoch's
+    params (``final["best_epoch"]``); ``Result.state`` is always the last epoch's.
     """
     from tqdm.auto import tqdm
 
@@ -201,7 +301,7 @@ def fit(
     out = pathlib.Path(out_dir) if out_dir is not None else None
     data = task.data(config, np.random.default_rng([seed, 0]))
     task.check_data(data, config)
-    model = task.model(config)
+    model = shared(task.model(config))
     params = task.init(model, jax.random.PRNGKey(seed), task.init_batch(data, config))
     state = TrainState.create(
         apply_fn=model.apply,
@@ -210,6 +310,7 @@ def fit(
         key=jax.random.PRNGKey(seed + 1),
     )
     history: list[dict] = []
+    best = selection(task)
     start_epoch = 0
     if resume:
         if out is None or not (out / CHECKPOINT).exists():
@@ -223,32 +324,39 @@ def fit(
                 f"{meta['config']}, not {task.name!r} with {config_to_dict(config)}"
             )
         history, start_epoch = meta["history"], meta["epoch"]
+        state = state.replace(step=int(state.step))  # a Python int, as in create: no retrace
+        if best is not None and meta.get("best", {}).get("epoch") is not None:
+            best.epoch, best.value = meta["best"]["epoch"], meta["best"]["value"]
+            payload, _ = read_checkpoint(out / CHECKPOINT)
+            best.params = _restore(params, payload["best"], out / CHECKPOINT, meta)
 
     train_step, eval_step, train_epoch = make_steps(task, model)
-    train_split, eval_name = data["train"], "test" if "test" in data else "train"
-    n_train = len(next(iter(train_split.values())))
-    steps_per_epoch = max(1, n_train // config.batch_size)
+    train_split = data["train"]
+    eval_name = next(name for name in ("valid", "test", "train") if name in data)
     last_epoch = config.epochs if max_epochs is None else min(config.epochs, start_epoch + max_epochs)
-    bar = tqdm(
-        total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-        desc=task.name, disable=not progress, unit="step", dynamic_ncols=True,
-    )  # fmt: skip
+    bar = tqdm(desc=task.name, disable=not progress, unit="step", dynamic_ncols=True)
     t0 = time.time()
     for epoch in range(start_epoch, last_epoch):
-        rng = np.random.default_rng([seed, 1, epoch])
+        batches = list(task.batches(train_split, config, np.random.default_rng([seed, 1, epoch])))
+        if not batches:
+            n = _size(train_split)
+            raise ValueError(f"{task.name}: no training batches; the train split has {n} "
+                             f"examples, batch_size={config.batch_size}")  # fmt: skip
+        if bar.total is None:  # the number of steps is known once the first epoch is cut
+            bar.total, bar.initial = config.epochs * len(batches), start_epoch * len(batches)
+            bar.n = bar.last_print_n = bar.initial
+            bar.refresh()
         if config.on_device_epoch:
-            batches = list(iterate_batches(train_split, config.batch_size, rng))
-            stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
-            state, metrics = train_epoch(state, stacked)
+            state, metrics = train_epoch(state, stack_batches(batches, task.name))
             bar.update(len(batches))
             train_metrics = {k: float(v) for k, v in metrics.items()}
         else:
             sums: dict[str, Any] = {}
-            for i, batch in enumerate(iterate_batches(train_split, config.batch_size, rng)):
+            for batch in batches:
                 state, metrics = train_step(state, batch)
                 sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
                 bar.update(1)
-            train_metrics = {k: float(v) / (i + 1) for k, v in sums.items()}
+            train_metrics = {k: float(v) / len(batches) for k, v in sums.items()}
         if not all(math.isfinite(v) for v in train_metrics.values()):
             bar.close()
             raise FloatingPointError(
@@ -256,7 +364,7 @@ def fit(
                 f"(step {int(state.step)}): {train_metrics}. The last good checkpoint is kept; "
                 f"resume with a lower learning_rate (--set learning_rate=...)"
             )
-        evals = evaluate_split(eval_step, state.params, data[eval_name], config.batch_size)
+        evals = mean_metrics(eval_step, state.params, task.batches(data[eval_name], config, None))
         row = {
             "epoch": epoch + 1,
             "step": int(state.step),
@@ -265,40 +373,67 @@ def fit(
             **{f"{eval_name}_{k}": v for k, v in evals.items()},
         }
         history.append(row)
-        shown = {"loss": row["train_loss"]}
-        if task.metric in row:
-            shown[task.metric] = row[task.metric]
+        meta = {
+            "task": task.name,
+            "config": config_to_dict(config),
+            "seed": seed,
+            "epoch": epoch + 1,
+            "history": history,
+        }
+        if best is not None:
+            if best.update(row, state.params) and out is not None:
+                save_params(out / BEST, best.params, {**meta, "best": best.meta()})
+            meta["best"] = best.meta()
+        shown, key = {"loss": row["train_loss"]}, task.select or task.metric
+        if key in row:
+            shown[key] = row[key]
         bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
         if progress:
             report = task.epoch_report(model, state.params, data, config, epoch + 1)
             if report:
                 bar.write(f"epoch {epoch + 1}: {report}")
         if out is not None:
-            meta = {
-                "task": task.name,
-                "config": config_to_dict(config),
-                "seed": seed,
-                "epoch": epoch + 1,
-                "history": history,
-            }
-            save_checkpoint(out / CHECKPOINT, state, meta)
+            save_checkpoint(out / CHECKPOINT, state, meta, best.params if best else None)
     bar.close()
 
-    final = task.evaluate(model, state.params, data, config) if last_epoch == config.epochs else {}
+    params = best.params if best is not None and best.params is not None else state.params
+    final = task.evaluate(model, params, data, config) if last_epoch == config.epochs else {}
+    if final and best is not None:
+        final["best_epoch"] = best.epoch
     if out is not None:
-        write_outputs(task, config, model, state, data, history, final, out)
-    return Result(state=state, history=history, final=final, model=model, data=data)
+        write_outputs(task, config, model, params, data, history, final, out, best)
+    return Result(state=state, history=history, final=final, model=model, data=data, best=best)
 
 
-def write_outputs(task, config, model, state, data, history, final, out: pathlib.Path):
-    """metrics.json, loss.png and the task's own plots."""
+def _size(split: Batch) -> int:
+    return len(next(iter(split.values())))
+
+
+def stack_batches(batches: list[Batch], task_name: str) -> Batch:
+    """``[n_batches, batch, ...]`` arrays for an on-device epoch: every batch needs one shape."""
+    shapes = {tuple((k, v.shape) for k, v in b.items()) for b in batches}
+    if len(shapes) > 1:
+        a, b = sorted(shapes)[:2]
+        raise ValueError(
+            f"on_device_epoch=True stacks an epoch's batches into one array, but task "
+            f"{task_name!r} gives batches of {len(shapes)} different shapes (e.g. {dict(a)} and "
+            f"{dict(b)}: bucketed by length?); set on_device_epoch=false"
+        )
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def write_outputs(task, config, model, params, data, history, final, out: pathlib.Path, best=None):
+    """metrics.json, loss.png and the task's own plots (with the params ``final`` was made with)."""
     out.mkdir(parents=True, exist_ok=True)
     record = {"task": task.name, "config": config_to_dict(config), "history": history,
               "final": final}  # fmt: skip
+    if best is not None:
+        record["best_epoch"] = best.epoch
+        record["selected_by"] = {"metric": best.metric, "mode": best.mode, "value": best.value}
     (out / "metrics.json").write_text(json.dumps(record, indent=2, default=_jsonable))
-    plot_history(history, out / "loss.png", title=task.name)
+    plot_history(history, out / "loss.png", title=task.name, best_epoch=best and best.epoch)
     if final:
-        task.plot(model, state.params, data, config, out)
+        task.plot(model, params, data, config, out)
 
 
 def _jsonable(value):
@@ -307,8 +442,10 @@ def _jsonable(value):
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def plot_history(history: list[dict], path: pathlib.Path, title: str = "") -> None:
-    """Loss per epoch (train and eval) as a PNG."""
+def plot_history(
+    history: list[dict], path: pathlib.Path, title: str = "", best_epoch: int | None = None
+) -> None:
+    """Loss per epoch (train and eval) as a PNG; the selected epoch marked if given."""
     if not history:
         return
     import matplotlib
@@ -320,6 +457,8 @@ def plot_history(history: list[dict], path: pathlib.Path, title: str = "") -> No
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in [k for k in history[-1] if k.endswith("_loss")]:
         ax.plot(epochs, [row.get(key, np.nan) for row in history], label=key)
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="gray", ls="--", label=f"selected (epoch {best_epoch})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
@@ -331,11 +470,13 @@ def plot_history(history: list[dict], path: pathlib.Path, title: str = "") -> No
 
 
 def evaluate_checkpoint(task_name: str, checkpoint: str | os.PathLike) -> dict:
-    """Rebuild a run's data and model from its checkpoint's config and seed, and evaluate."""
+    """Rebuild a run's data and model from its checkpoint's config and seed, and evaluate
+    (with the best epoch's params when the task selects; ``checkpoint`` may also be a
+    ``best.msgpack``)."""
     from .tasks.base import get_task
 
     task = get_task(task_name)
-    raw_state, meta = load_checkpoint(pathlib.Path(checkpoint))
+    payload, meta = read_checkpoint(pathlib.Path(checkpoint))
     if meta["task"] != task.name:
         raise ValueError(f"{checkpoint} holds a {meta['task']!r} checkpoint, not {task.name!r}")
     config = task.Config(**_tuples(meta["config"]))
@@ -343,8 +484,13 @@ def evaluate_checkpoint(task_name: str, checkpoint: str | os.PathLike) -> dict:
     data = task.data(config, np.random.default_rng([seed, 0]))
     model = task.model(config)
     like = task.init(model, jax.random.PRNGKey(seed), task.init_batch(data, config))
-    params = serialization.from_state_dict(like, raw_state["params"])
-    return task.evaluate(model, params, data, config)
+    selected = task.select is not None and "best" in payload  # else: the last (or best.msgpack)
+    raw = payload["best"] if selected else payload["state"]["params"]
+    params = serialization.from_state_dict(like, raw)
+    final = task.evaluate(model, params, data, config)
+    if task.select is not None and meta.get("best"):
+        final["best_epoch"] = meta["best"]["epoch"]
+    return final
 
 
 def _tuples(config: dict) -> dict:

@@ -8,7 +8,8 @@ defaults, and decorate it with :func:`register`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar, Literal
 
 import flax.linen as nn
 import jax
@@ -27,6 +28,7 @@ class TaskConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     grad_clip: float = 0.0  # global-norm clipping as torch.nn.utils.clip_grad_norm_; 0 = off
+    weight_decay: float = 0.0  # decoupled (torch.optim.AdamW); 0 = plain Adam
     on_device_epoch: bool = False  # run each epoch as one lax.scan over pre-batched data
 
     def replace(self, **changes) -> "TaskConfig":
@@ -41,14 +43,31 @@ class Task:
     * ``loss(model, params, batch, *, key, train) -> (loss, metrics)`` — pure, jit-able;
     * ``evaluate(model, params, data, config) -> dict`` of final metrics (after training).
 
-    Optional hooks: ``init_batch`` (what ``model.init`` sees), ``epoch_report`` (a line printed
-    after each epoch), ``plot`` (extra PNGs), ``check_data`` (validation at the data boundary).
+    Optional hooks: ``init_batch`` (what ``model.init`` sees), ``batches`` (how a split is cut
+    into batches, e.g. bucketed by length), ``epoch_report`` (a line printed after each epoch),
+    ``plot`` (extra PNGs), ``check_data`` (validation at the data boundary).
+
+    After each epoch the engine evaluates the loss's metrics on ``data["valid"]`` if there is
+    one, else ``"test"``, else ``"train"`` (history keys ``valid_loss``, ``valid_accuracy``, …).
+    Model selection: with ``select = "valid_accuracy"`` (a history key) and ``select_mode``
+    ``"max"`` (or ``"min"``), the engine keeps the best epoch's parameters, writes them to
+    ``best.msgpack``, and the final ``evaluate`` sees those parameters.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[TaskConfig]]
     metric: ClassVar[str]  # the eval metric shown in the progress bar, e.g. "test_accuracy"
     description: ClassVar[str] = ""
+    select: ClassVar[str | None] = None  # history key that picks the best epoch; None = last
+    select_mode: ClassVar[Literal["max", "min"]] = "max"
+
+    # A task holds no state (its config is an argument), so two instances of one class are the
+    # same task: they share the engine's cached jitted steps (``jaxrnn.train.make_steps``).
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
 
     def data(self, config: TaskConfig, rng: np.random.Generator) -> Dataset:
         raise NotImplementedError
@@ -76,6 +95,17 @@ class Task:
         """The keyword arguments of ``model.apply`` for a batch (default: ``x=batch["x"]``)."""
         return {"x": batch["x"]}
 
+    def batches(
+        self, split: Batch, config: TaskConfig, rng: np.random.Generator | None
+    ) -> Iterable[Batch]:
+        """One pass over ``split``: shuffled training batches when ``rng`` is given (the engine
+        passes a fresh generator per epoch), every example exactly once, in order, for
+        evaluation when ``rng`` is None. Default: :func:`iterate_batches` of ``batch_size``.
+
+        Batches may differ in shape (each shape compiles once); ``on_device_epoch`` then fails.
+        """
+        return iterate_batches(split, config.batch_size, rng)
+
     def check_data(self, data: Dataset, config: TaskConfig) -> None:
         """Validate the data once, on the host (e.g. token ids), before anything compiles."""
 
@@ -86,6 +116,19 @@ class Task:
 
     def plot(self, model, params, data: Dataset, config: TaskConfig, out_dir) -> list[str]:
         return []
+
+
+def iterate_batches(
+    split: Batch, batch_size: int, rng: np.random.Generator | None
+) -> Iterator[Batch]:
+    """Batches of ``batch_size`` (shuffled when ``rng`` is given; the remainder is dropped
+    when shuffling so that every training step has one shape)."""
+    n = len(next(iter(split.values())))
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    stop = n - n % batch_size if rng is not None and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        yield {k: v[idx] for k, v in split.items()}
 
 
 TASKS: dict[str, type[Task]] = {}
