@@ -2,7 +2,9 @@
 
 import importlib
 
-MODULES = ("hihello", "index_recall", "bitflip", "sinusoid", "copy", "addition")
+MODULES = (
+    "hihello", "index_recall", "bitflip", "sinusoid", "copy", "addition", "charlm", "sentiment",
+)
 
 
 def load_all() -> None:
