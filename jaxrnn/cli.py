@@ -1,4 +1,4 @@
-"""``jaxrnn list | train | eval`` (also ``python -m jaxrnn``)."""
+"""``jaxrnn list | train | eval | sample`` (also ``python -m jaxrnn``)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,18 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_sample(args) -> int:
+    import jax
+
+    from .tasks.charlm import load_model, sample
+
+    model, params, config = load_model(args.checkpoint)
+    text = sample(model, params, config.alphabet, args.prompt, args.length, args.temperature,
+                  key=jax.random.key(args.seed))  # fmt: skip
+    print(args.prompt + text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxrnn", description="jaxrnn tasks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("task")
     ev.add_argument("--checkpoint", required=True, help="a run directory or checkpoint file")
     ev.set_defaults(func=_cmd_eval)
+    sm = sub.add_parser("sample", help="generate text from a charlm checkpoint")
+    sm.add_argument("--checkpoint", required=True, help="a charlm run directory or checkpoint")
+    sm.add_argument("--prompt", default="", help='text to continue (default "": a new line)')
+    sm.add_argument("--length", type=int, default=500, help="characters to generate")
+    sm.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.set_defaults(func=_cmd_sample)
     return parser
 
 
