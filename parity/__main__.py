@@ -1,11 +1,14 @@
-"""``python -m parity``: the parity report of jaxrnn against torch.nn, as a table.
+"""``python -m parity``: the parity report of jaxrnn against torch.nn, as tables.
 
-One row per configuration and dtype with the worst relative error of each check, PASS/FAIL,
-then the worst error per check per dtype. Exits 1 if any check fails.
+Two tables: the torch.nn layer configurations (parity/cases.py), then the task models (each
+jaxrnn task model against its seed's torch model, parity/tasks.py). One row per configuration
+or model and dtype with the worst relative error of each check, PASS/FAIL, then the worst
+error per check per dtype. Exits 1 if any check fails.
 
-    python -m parity              every case of parity/cases.py, float64 and float32
-    python -m parity --quick      a handful of cases
+    python -m parity              every case and task model, float64 and float32
+    python -m parity --quick      a handful of each
     python -m parity -k lstm-L3   only the rows whose id contains the substring
+    python -m parity --only tasks one table (layers | tasks)
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import warnings
 
 import torch
 
-from . import checks
+from . import checks, tasks
 from .cases import CASES, DTYPES, QUICK, case_id
 
 COLUMNS = {  # check -> column title
@@ -48,22 +51,49 @@ def cell(err: float, check: str, dtype: str) -> str:
     return text + ("" if ok else "!")
 
 
+TASK_COLUMNS = {  # check -> column title, parity/tasks.py
+    "out": "out",
+    "grads": "grads",
+    "adam20": "adam×20",
+    "decode": "decode",
+    "roundtrip": "roundtrip",
+    "names": "names",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parity", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a handful of cases")
+    parser.add_argument("--quick", action="store_true", help="a handful of cases and models")
     parser.add_argument("-k", metavar="SUBSTRING", default="",
-                        help="only rows whose id (e.g. lstm-L3-bi-tf-bias-lengths+hx-f64) "
-                        "contains SUBSTRING")  # fmt: skip
+                        help="only rows whose id (e.g. lstm-L3-bi-tf-bias-lengths+hx-f64, "
+                        "copy-masked-f32) contains SUBSTRING")  # fmt: skip
+    parser.add_argument("--only", choices=("layers", "tasks"),
+                        help="one table: torch.nn layers, or the task models")  # fmt: skip
     args = parser.parse_args(argv)
 
     runs = [(c, d) for c in (QUICK if args.quick else CASES) for d in DTYPES]
-    runs = [(c, d) for c, d in runs if args.k in case_id(c, d)]
-    if not runs:
+    runs = [(c, d) for c, d in runs if args.k in case_id(c, d)] if args.only != "tasks" else []
+    entries = [e for e in tasks.MODELS if not args.quick or e.id in tasks.QUICK]
+    task_runs = [(e, d) for e in entries for d in DTYPES if args.k in tasks.task_id(e, d)]
+    task_runs = task_runs if args.only != "layers" else []
+    if not runs and not task_runs:
         print(f"no case matches -k {args.k!r}", file=sys.stderr)
         return 2
 
     torch.set_num_threads(1)  # tiny tensors: no thread contention with XLA
     warnings.filterwarnings("ignore", "LSTM with projections is not supported")  # torch's
+    failed = layer_table(runs) if runs else []
+    if task_runs:
+        if runs:
+            print()
+        failed += task_table(task_runs)
+    if failed:
+        print("FAILED: " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+def layer_table(runs) -> list[str]:
+    """The table of torch.nn configurations; returns the labels of failed runs."""
     width = max(len(case_id(c, d)) for c, d in runs)
     header = f"{'config':<{width}}  " + " ".join(f"{t:>{NUM_WIDTH}}" for t in COLUMNS.values())
     print(f"jaxrnn vs torch {torch.__version__}: max |Δ| / max(1, max|ref|) per tensor; "
@@ -108,9 +138,78 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'worst ' + dtype:<{width}}  {cells}")
     seconds = time.perf_counter() - start
     print(f"\n{len(runs) - len(failed)} of {len(runs)} runs pass ({seconds:.0f} s)")
-    if failed:
-        print("FAILED: " + ", ".join(failed))
-    return 1 if failed else 0
+    return failed
+
+
+def task_table(runs) -> list[str]:
+    """The table of task models (parity/tasks.py): the seed's torch model vs the jaxrnn task
+    model; returns the labels of failed runs."""
+    width = max(len(tasks.task_id(e, d)) for e, d in runs)
+    header = f"{'task model':<{width}}  " + " ".join(
+        f"{t:>{NUM_WIDTH}}" for t in TASK_COLUMNS.values()
+    )
+    print("jaxrnn task models vs the seeds' torch models (parity/models.py): out = outputs and "
+          "loss, grads of the task loss, 20 Adam steps, decode = generation or greedy tokens "
+          "(tokens exact); same errors and tolerances")  # fmt: skip
+    print(header + "  result")
+    print("-" * (len(header) + 8))
+
+    worst: dict[str, dict[str, float]] = {d: {} for d in DTYPES}  # only checks that ran
+    failed = []
+    start = time.perf_counter()
+    for entry, dtype in runs:
+        label = tasks.task_id(entry, dtype)
+        try:
+            with checks.parity_mode(dtype):
+                report = tasks.run_task_model(entry, dtype)
+        except Exception as e:  # a crash is a failure of every check, reported, not hidden
+            print(f"{label:<{width}}  raised {type(e).__name__}: {e}")
+            failed.append(label)
+            for check in TASK_COLUMNS:
+                worst[dtype][check] = float("nan")
+            continue
+        errors = report.errors
+        cells = " ".join(
+            f"{task_cell(errors, c, dtype):>{NUM_WIDTH}}" for c in TASK_COLUMNS
+        )
+        bad = report.failures(dtype)
+        print(f"{label:<{width}}  {cells}  {'FAIL' if bad else 'PASS'}", flush=True)
+        if bad:
+            failed.append(label)
+            where = ", ".join(f"{c} at {report.notes.get(c) or '-'}" for c in bad)
+            print(f"{'':<{width}}  ^ worst: {where}")
+        for check, err in errors.items():
+            w = worst[dtype].get(check)
+            if w is None or (not math.isnan(w) and (math.isnan(err) or err > w)):
+                worst[dtype][check] = err
+
+    print("-" * (len(header) + 8))
+    for dtype in DTYPES:
+        if any(d == dtype for _, d in runs):
+            cells = " ".join(
+                f"{task_cell(worst[dtype], c, dtype):>{NUM_WIDTH}}" for c in TASK_COLUMNS
+            )
+            print(f"{'worst ' + dtype:<{width}}  {cells}")
+    seconds = time.perf_counter() - start
+    print(f"\n{len(runs) - len(failed)} of {len(runs)} task-model runs pass ({seconds:.0f} s)")
+    return failed
+
+
+def task_cell(errors: dict, check: str, dtype: str) -> str:
+    """As :func:`cell` with the task tolerances; ``-`` for a check the model does not have."""
+    if check not in errors:
+        return "-"
+    err = errors[check]
+    ok = tasks.passed(err, check, dtype)
+    if check == "names":
+        text = "ok" if ok else "MISMATCH"
+    elif err == 0:
+        text = "0"
+    elif math.isnan(err):
+        text = "NaN"
+    else:
+        text = f"{err:.1e}"
+    return text + ("" if ok else "!")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,12 @@ class IndexRecallConfig(TaskConfig):
 
 
 class IndexRecallModel(nn.Module):
-    """ids [B, d] → Embed → LSTM (batch_first) → Dense on the last hidden state → [B, V]."""
+    """ids [B, d] → Embed → LSTM (batch_first) → Dense on the last hidden state → [B, V].
+
+    Parameter paths are the torch attribute names of ``parity.models.Net`` (the seed's ``Net``
+    names its LSTM ``self.rnn``), so a torch state_dict maps by name: ``embedding.weight``,
+    ``rnn.weight_ih_l0`` …, ``fc.weight``.
+    """
 
     vocab: int
     embedding_dim: int
@@ -45,7 +50,7 @@ class IndexRecallModel(nn.Module):
     @nn.compact
     def __call__(self, x):
         e = Embed(num_embeddings=self.vocab, features=self.embedding_dim, name="embedding")(x)
-        _, (h_n, _) = LSTM(hidden_size=self.hidden_size, batch_first=True, name="lstm")(e)
+        _, (h_n, _) = LSTM(hidden_size=self.hidden_size, batch_first=True, name="rnn")(e)
         return nn.Dense(self.vocab, name="fc")(h_n[-1])  # [B, V]
 
 

@@ -1,0 +1,510 @@
+"""Parity of whole task models: each jaxrnn task model against its seed's PyTorch model.
+
+``MODELS`` is the registry: one :class:`TaskModel` per row — a jaxrnn task and config, the
+torch model of ``parity/models.py`` that the seed wrote, and the loss the seed trains it with.
+Adding a model is one entry. ``run_task_model(entry, dtype)`` builds the torch model (torch's
+own initialisation, seeded, with every 1-D parameter — biases, learnable initial states —
+redrawn from U(-0.5, 0.5) so none is near zero), moves its ``state_dict`` into the jaxrnn
+task model with ``jaxrnn.state_dict_to_params`` (by name, nothing model-specific), and
+compares, with the error ``max|Δ| / max(1, max|ref|)`` of ``parity/checks.py``:
+
+  names      ``params_to_state_dict(jaxrnn params)`` has exactly the torch keys and shapes
+             (0 when equal, inf otherwise)
+  roundtrip  torch state_dict → jaxrnn params → state_dict, bit-exact (must be exactly 0)
+  out        the model outputs and the loss on one batch: jaxrnn's jitted ``model.apply`` and
+             ``task.loss(model, params, batch, key=..., train=True)`` vs the torch model and
+             the seed's criterion written in torch
+  grads      d loss / d every parameter, by torch name
+  adam20     20 steps of torch.optim.Adam vs optax.adam (``checks.ADAM``: lr 1e-2, betas
+             (0.9, 0.99), eps 1e-2 — see checks.py for the eps), each step on a different
+             batch, the same in both: the worst of the 20 losses and the final parameters
+  decode     what the task evaluates beyond the loss, at the starting weights: free-running
+             generation (sinusoid: the generated values) or greedy decoding (copy, addition:
+             the tokens, which must be equal — inf if any differs — ``Addition.predict``'s
+             ``lax.scan`` for seq2seq against a Python loop feeding back torch's argmax)
+
+Tolerances are ``checks.TOL`` for every check (float64 1e-10, float32 2e-5; adam20 too, below
+the 1e-8 asked of float64 training); NaN fails. The run is deterministic: the torch weights
+and the batches come from generators seeded by the row's id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+import torch.nn.functional as F
+
+import jaxrnn
+from jaxrnn.tasks import addition, hihello, sinusoid
+from jaxrnn.tasks.base import Batch, Task, TaskConfig, get_task
+
+from . import models
+from .cases import DTYPE_TAG
+from .checks import ADAM, TOL, seed_of, worst
+
+CHECKS = ("names", "roundtrip", "out", "grads", "adam20", "decode")
+EXACT = ("names", "roundtrip")
+ADAM_STEPS = 20
+BATCH = 8
+STATE_SCALE = 0.5  # 1-D parameters (biases, initial states) ~ U(-0.5, 0.5)
+
+
+def tolerance(check: str, dtype: str) -> float:
+    return 0.0 if check in EXACT else TOL[dtype]
+
+
+def passed(err: float, check: str, dtype: str) -> bool:
+    """``err ≤ tolerance``; NaN never passes."""
+    return bool(err <= tolerance(check, dtype))
+
+
+class TaskReport(NamedTuple):
+    """``errors[check]``: the worst error of that check (no ``decode`` entry for a model
+    without one); ``notes[check]``: where it is."""
+
+    errors: dict[str, float]
+    notes: dict[str, str]
+
+    def failures(self, dtype: str) -> list[str]:
+        return [c for c in CHECKS if c in self.errors and not passed(self.errors[c], c, dtype)]
+
+
+# ----------------------------------------------------------------------------- registry
+
+TorchLoss = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+JaxOutputs = Callable[[Task, Any, Any, Batch, TaskConfig], dict[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskModel:
+    """One row: a jaxrnn task model and its seed's torch model.
+
+    * ``task``, ``config``: the jaxrnn task and its ``--set`` overrides (small data sizes);
+    * ``torch_model(config) -> nn.Module``: the reference, from ``parity/models.py``;
+    * ``torch_loss(module, batch) -> (loss, {name: output})``: the seed's criterion on the
+      reference; ``batch`` holds torch tensors (ints int64, floats in the run's dtype);
+    * ``outputs``: the names of jaxrnn's ``model.apply`` outputs, or ``jax_outputs(task,
+      model, params, batch, config) -> {name: array}`` where a call needs more than
+      ``task.model_inputs(batch)``;
+    * ``batches(task, config, rng, n) -> [Batch]``: numpy batches in the task's format
+      (default: shuffled rows of the task's own train split);
+    * ``decode``: a :class:`Decode`, or None.
+    """
+
+    id: str
+    task: str
+    config: dict
+    torch_model: Callable[[TaskConfig], torch.nn.Module]
+    torch_loss: TorchLoss
+    outputs: tuple[str, ...] = ("logits",)
+    jax_outputs: JaxOutputs | None = None
+    batches: Callable[..., list[Batch]] | None = None
+    decode: "Decode | None" = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Decode:
+    """``torch(module, batch, config)`` and ``jax(task, model, params, batch, config,
+    outputs)`` (``outputs``: the entry's jaxrnn outputs of that batch), each returning
+    ``{name: array}``; ``"tokens"`` must be equal, the rest are compared with ``rel_err``."""
+
+    torch: Callable
+    jax: Callable
+
+
+def task_id(entry: TaskModel, dtype: str) -> str:
+    return f"{entry.id}-{DTYPE_TAG[dtype]}"
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def train_batches(task: Task, config: TaskConfig, rng: np.random.Generator, n: int) -> list:
+    """``n`` batches of ``BATCH`` rows drawn without replacement from the task's train split."""
+    train = task.data(config, rng)["train"]
+    size = len(next(iter(train.values())))
+    if size < n * BATCH:
+        raise ValueError(f"{task.name}: {size} train rows, need {n * BATCH}; raise the config's n")
+    order = rng.permutation(size)[: n * BATCH].reshape(n, BATCH)
+    return [{k: v[rows] for k, v in train.items()} for rows in order]
+
+
+def hihello_batches(task, config, rng, n: int) -> list:
+    """The seed's "hihell" → "ihello" as row 0, then two random 6-character rows."""
+    def one():
+        x = rng.integers(0, len(hihello.IDX2CHAR), (3, len(hihello.X_DATA)))
+        y = rng.integers(0, len(hihello.IDX2CHAR), (3, len(hihello.Y_DATA)))
+        x[0], y[0] = hihello.X_DATA, hihello.Y_DATA
+        return {"x": x.astype(np.int32), "y": y.astype(np.int32)}
+
+    return [one() for _ in range(n)]
+
+
+def to_torch(batch: Batch, dtype: str) -> dict:
+    return {
+        k: torch.from_numpy(np.array(v, np.int64 if v.dtype.kind in "iu" else dtype))
+        for k, v in batch.items()
+    }
+
+
+def to_dtype(batch: Batch, dtype: str) -> Batch:
+    return {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in batch.items()}
+
+
+def one_hot(ids, n: int, dtype) -> torch.Tensor:
+    """The seeds' one-hot inputs: ``[...]`` ids → ``[..., n]`` of ``dtype``."""
+    return F.one_hot(ids, n).to(dtype)
+
+
+# ----------------------------------------------------------------------------- torch losses
+
+
+def _dtype(module: torch.nn.Module):
+    return next(module.parameters()).dtype
+
+
+def index_recall_loss(module, b):
+    logits = module(b["x"])
+    return F.cross_entropy(logits, b["y"]), {"logits": logits}
+
+
+def hihello_sequence_loss(module, b):  # Model2: criterion(outputs, labels) on [B·T, 5]
+    n = module.input_size
+    outputs = module(one_hot(b["x"], n, dtype=_dtype(module)))
+    loss = torch.nn.CrossEntropyLoss()(outputs, b["y"].reshape(-1))
+    return loss, {"logits": outputs.reshape(*b["x"].shape, n)}
+
+
+def hihello_step_loss(module, b):  # Model: the seed's loop, loss += criterion per step
+    loss, outputs = models.hihello_step_loss(
+        module, one_hot(b["x"], module.input_size, dtype=_dtype(module)), b["y"]
+    )
+    return loss, {"logits": outputs}
+
+
+def bitflip_loss(module, b):
+    outputs, hidden_states = module(b["x"])
+    return module.loss(b["x"], b["y"]), {"outputs": outputs, "hidden_states": hidden_states}
+
+
+def sinusoid_loss(module, b):  # MSE of the next-step prediction
+    x = b["x"]
+    y = module(x[:, :-1])
+    return torch.nn.MSELoss()(y, x[:, 1:]), {"y": y}
+
+
+def copy_loss(module, b):  # fixed and padded variants: CE over every position
+    p = module(one_hot(b["x"], module.input_dim, dtype=_dtype(module)))
+    return models.sequence_loss(p, b["y"]), {"logits": p}
+
+
+def copy_masked_loss(module, b):  # train_epoch_var_smart: encoder state at the stop symbol
+    p = module(one_hot(b["x"], module.input_dim, dtype=_dtype(module)), b["lengths"])
+    return models.masked_loss(p, b["y"], b["lengths"]), {"logits": p}
+
+
+def sum_loss(module, b):  # train_epoch1: criterion(p[:, :y width], y)
+    p = module(one_hot(b["x"], module.n_inputs, dtype=_dtype(module)))
+    return models.sequence_loss(p[:, : b["y"].shape[1]], b["y"]), {"logits": p}
+
+
+def seq2seq_loss(module, b):  # teacher forcing, CE over every answer position
+    p = module(b["x"], b["lengths"], b["y"])
+    return models.sequence_loss(p, b["y"]), {"logits": p}
+
+
+# ----------------------------------------------------------------------------- jax outputs
+
+
+@functools.lru_cache(maxsize=None)  # one function per names: make_step's cache key
+def apply_outputs(names: tuple[str, ...]) -> JaxOutputs:
+    """``model.apply`` on ``task.model_inputs(batch)``, its output(s) named ``names``."""
+
+    def outputs(task, model, params, batch, config):
+        out = model.apply({"params": params}, **task.model_inputs(batch))
+        return dict(zip(names, out if isinstance(out, tuple) else (out,)))
+
+    return outputs
+
+
+def sinusoid_outputs(task, model, params, batch, config):
+    return {"y": model.apply({"params": params}, batch["x"][:, :-1])}
+
+
+def sum_outputs(task, model, params, batch, config):
+    return {"logits": model.apply({"params": params}, batch["x"])}
+
+
+def seq2seq_outputs(task, model, params, batch, config):
+    return {"logits": model.apply({"params": params}, batch["x"], batch["lengths"], batch["y"])}
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def sinusoid_generate_torch(module, b, config):
+    return {"generated": models.generate(module, b["x"], config.observe)}
+
+
+def sinusoid_generate_jax(task, model, params, batch, config, outputs):
+    return {"generated": sinusoid.generate(model, params, batch["x"], config.observe)}
+
+
+def copy_greedy_torch(module, b, config):
+    x = one_hot(b["x"], module.input_dim, dtype=_dtype(module))
+    logits = module(x, b["lengths"]) if config.variant == "masked" else module(x)
+    return {"tokens": logits.argmax(-1)}
+
+
+def copy_greedy_jax(task, model, params, batch, config, outputs):
+    # The decoder takes no input, so greedy decoding is the argmax of each step's logits
+    # (what Copy.loss scores as token and sequence accuracy).
+    return {"tokens": outputs["logits"].argmax(-1)}
+
+
+def sum_greedy_torch(module, b, config):  # the seed's predictions: model(x).argmax(-1)
+    logits = module(one_hot(b["x"], module.n_inputs, dtype=_dtype(module)))
+    return {"tokens": logits[:, : b["y"].shape[1]].argmax(-1)}
+
+
+def seq2seq_greedy_torch(module, b, config):
+    return {"tokens": module.greedy(b["x"], b["lengths"], b["y"].shape[1])[0]}
+
+
+def predict_jax(task, model, params, batch, config, outputs):
+    """``Addition.predict``: SumRNN/SumLSTM argmax, Seq2Seq greedy decoding (a lax.scan)."""
+    return {"tokens": task.predict(model, params, batch["x"], batch["lengths"],
+                                   batch["y"].shape[1])}  # fmt: skip
+
+
+SINUSOID_GENERATE = Decode(sinusoid_generate_torch, sinusoid_generate_jax)
+COPY_GREEDY = Decode(copy_greedy_torch, copy_greedy_jax)
+SUM_GREEDY = Decode(sum_greedy_torch, predict_jax)
+SEQ2SEQ_GREEDY = Decode(seq2seq_greedy_torch, predict_jax)
+
+
+# ----------------------------------------------------------------------------- torch models
+
+
+def _copy_vocab(c) -> int:
+    return len(c.alphabet) + (0 if c.variant in ("copy", "reverse") else 1)
+
+
+def _addition_sizes(c) -> tuple[int, int]:
+    return len(addition.IN_ALPHABET) + 1, len(addition.OUT_ALPHABET) + 1
+
+
+# ----------------------------------------------------------------------------- the table
+
+# The seeds' model sizes, except SumLSTM's and seq2seq's hidden (200 and 256 → 64: SumLSTM's
+# float64 backward in torch alone took 10 s); data sets shrunk to what 20 batches of 8 need.
+# fmt: off
+MODELS: list[TaskModel] = [
+    TaskModel("index-recall", "index-recall", dict(n=ADAM_STEPS * BATCH),
+              lambda c: models.Net(c.high - c.low, c.embedding_dim, c.hidden_size),
+              index_recall_loss),
+    TaskModel("hihello-step", "hihello", dict(mode="step"),
+              lambda c: models.HiHelloModel(), hihello_step_loss, batches=hihello_batches),
+    TaskModel("hihello-sequence", "hihello", dict(mode="sequence"),
+              lambda c: models.HiHelloModel2(), hihello_sequence_loss, batches=hihello_batches),
+    TaskModel("bitflip-concat", "bitflip", dict(mode="concat"),
+              lambda c: models.bitflip_model(c.embedding_dim, concat_layers=True),
+              bitflip_loss, outputs=("outputs", "hidden_states")),
+    TaskModel("bitflip-sum", "bitflip", dict(mode="sum"),
+              lambda c: models.bitflip_model(c.embedding_dim, concat_layers=False),
+              bitflip_loss, outputs=("outputs", "hidden_states")),
+    TaskModel("sinusoid", "sinusoid", dict(n_train=ADAM_STEPS * BATCH, n_test=1),
+              lambda c: models.LinRNN(n_hidden=c.n_hidden), sinusoid_loss,
+              jax_outputs=sinusoid_outputs, decode=SINUSOID_GENERATE),
+    TaskModel("sinusoid-associative", "sinusoid",  # T = 33: the associative scan compiles slowly
+              dict(associative=True, n_time_steps=33, n_train=ADAM_STEPS * BATCH, n_test=1),
+              lambda c: models.LinRNN(n_hidden=c.n_hidden), sinusoid_loss,
+              jax_outputs=sinusoid_outputs, decode=SINUSOID_GENERATE),
+    TaskModel("copy", "copy", dict(variant="copy", n_train=ADAM_STEPS * BATCH, n_test=1),
+              lambda c: models.SeqEncoderDecoder(_copy_vocab(c), c.hidden_size), copy_loss,
+              decode=COPY_GREEDY),
+    TaskModel("copy-masked", "copy", dict(variant="masked", n_train=ADAM_STEPS * BATCH, n_test=1),
+              lambda c: models.SeqEncoderDecoderMasked(_copy_vocab(c), c.hidden_size),
+              copy_masked_loss, decode=COPY_GREEDY),
+    TaskModel("copy-builtin", "copy",
+              dict(variant="variable", cell="builtin", n_train=ADAM_STEPS * BATCH, n_test=1),
+              lambda c: models.SeqEncoderDecoderRNN(_copy_vocab(c), c.hidden_size), copy_loss,
+              decode=COPY_GREEDY),
+    TaskModel("copy-masked-builtin", "copy",
+              dict(variant="masked", cell="builtin", n_train=ADAM_STEPS * BATCH, n_test=1),
+              lambda c: models.SeqEncoderDecoderRNNMasked(_copy_vocab(c), c.hidden_size),
+              copy_masked_loss, decode=COPY_GREEDY),
+    TaskModel("addition-sumrnn", "addition", dict(model="sumrnn", n_examples=400),
+              lambda c: models.SumRNN(*_addition_sizes(c), c.hidden_size, c.num_layers),
+              sum_loss, jax_outputs=sum_outputs, decode=SUM_GREEDY),
+    TaskModel("addition-sumlstm", "addition",  # the seed's 5 layers; hidden 200 → 64 (time)
+              dict(model="sumlstm", hidden_size=64, n_examples=400),
+              lambda c: models.SumLSTM(*_addition_sizes(c), c.hidden_size, c.num_layers),
+              sum_loss, jax_outputs=sum_outputs, decode=SUM_GREEDY),
+    # dropout 0: with the default 0.1 each framework draws its own masks in training; two
+    # layers (default 1), so the state handed between layers, also in greedy decoding, is
+    # covered; hidden 256 → 64 (time)
+    TaskModel("addition-seq2seq", "addition",
+              dict(model="seq2seq", dropout=0.0, num_layers=2, hidden_size=64, n_examples=400),
+              lambda c: models.Seq2Seq(*_addition_sizes(c), c.hidden_size, c.num_layers,
+                                       c.embedding_dim, c.dropout),
+              seq2seq_loss, jax_outputs=seq2seq_outputs, decode=SEQ2SEQ_GREEDY),
+]
+# fmt: on
+QUICK = ("hihello-step", "bitflip-concat", "sinusoid", "copy-masked-builtin", "addition-seq2seq")
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def torch_reference(entry: TaskModel, config: TaskConfig, dtype: str, rng) -> torch.nn.Module:
+    """The seed's torch model: torch's initialisation (seeded), 1-D parameters redrawn."""
+    torch.manual_seed(seed_of(entry.id))
+    module = entry.torch_model(config)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.ndim <= 1:
+                p.copy_(torch.from_numpy(rng.uniform(-STATE_SCALE, STATE_SCALE, tuple(p.shape))))
+    return module.to(getattr(torch, dtype))
+
+
+def optimizer() -> optax.GradientTransformation:
+    return optax.adam(ADAM["lr"], b1=ADAM["b1"], b2=ADAM["b2"], eps=ADAM["eps"])
+
+
+@functools.lru_cache(maxsize=None)
+def make_step(task: Task, model, config: TaskConfig, jax_outputs: JaxOutputs, decode):
+    """``step(params, opt_state, batch) -> (outputs, decoded, loss, grads, (params,
+    opt_state))``, jitted: the model outputs, the decoded ones, ``task.loss(..., train=True)``,
+    its gradients and one optax Adam step. One compilation serves every check (compiling is
+    most of the suite's time); cached, so a model checked twice compiles once per dtype."""
+    key = jax.random.key(0)
+    opt = optimizer()
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        outputs = jax_outputs(task, model, params, batch, config)
+        decoded = decode(task, model, params, batch, config, outputs) if decode else {}
+        loss_fn = lambda p: task.loss(model, p, batch, key=key, train=True)[0]  # noqa: E731
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return outputs, decoded, loss, grads, (optax.apply_updates(params, updates), opt_state)
+
+    return step
+
+
+@functools.lru_cache(maxsize=None)
+def _task(name: str) -> Task:
+    return get_task(name)
+
+
+# ----------------------------------------------------------------------------- the checks
+
+
+def run_task_model(entry: TaskModel, dtype: str) -> TaskReport:
+    """Every check of one task model in ``dtype``; call inside ``checks.parity_mode(dtype)``."""
+    if dtype == "float64" and not jax.config.read("jax_enable_x64"):
+        raise RuntimeError("float64 parity needs jax_enable_x64: run inside parity_mode()")
+    rng = np.random.default_rng(seed_of(entry.id))  # the same values for both dtypes
+    errors: dict[str, float] = {}
+    notes: dict[str, str] = {}
+
+    task = _task(entry.task)
+    config = task.resolve(task.Config().replace(**entry.config))
+    model = task.model(config)
+    make_batches = entry.batches or train_batches
+    batches = [to_dtype(b, dtype) for b in make_batches(task, config, rng, ADAM_STEPS)]
+    torch_batches = [to_torch(b, dtype) for b in batches]
+    tmod = torch_reference(entry, config, dtype, rng)
+    state_dict = tmod.state_dict()
+
+    # names: the jaxrnn params, by torch name, have exactly the torch keys and shapes
+    # (only the structure, shapes and dtype of the params matter: no initialisation runs)
+    shapes = jax.eval_shape(lambda key: task.init(model, key, batches[0]), jax.random.key(0))
+    like = jax.tree.map(lambda s: np.zeros(s.shape, dtype), shapes)
+    jax_names = {k: v.shape for k, v in jaxrnn.params_to_state_dict(like).items()}
+    torch_names = {k: tuple(v.shape) for k, v in state_dict.items()}
+    errors["names"] = 0.0 if jax_names == torch_names else float("inf")
+    if jax_names != torch_names:
+        only_j = sorted(set(jax_names.items()) - set(torch_names.items()))
+        only_t = sorted(set(torch_names.items()) - set(jax_names.items()))
+        notes["names"] = f"jaxrnn only {only_j}, torch only {only_t}"
+        return TaskReport({**errors, **{c: float("nan") for c in CHECKS[1:]}}, notes)
+
+    params = jaxrnn.state_dict_to_params(state_dict, like=like)
+
+    # roundtrip: state_dict → params → state_dict, bit-exact
+    back = jaxrnn.params_to_state_dict(params)
+    diffs = {
+        k: float(np.max(np.abs(back[k] - v.numpy()), initial=0.0))
+        if back[k].dtype == v.numpy().dtype else float("inf")
+        for k, v in state_dict.items()
+    }
+    where = max(diffs, key=diffs.get)
+    errors["roundtrip"], notes["roundtrip"] = diffs[where], where if diffs[where] else ""
+
+    # out: model outputs and the loss on batch 0 (torch: the seed's code); jaxrnn's come from
+    # the one jitted step that serves every check (see make_step).
+    outputs = entry.jax_outputs or apply_outputs(entry.outputs)
+    step = make_step(task, model, config, outputs, entry.decode.jax if entry.decode else None)
+    opt_state = optimizer().init(params)
+    out_j, dec_j, loss_j, grads_j, (p_j, opt_state) = step(params, opt_state, batches[0])
+    loss_t, out_t = entry.torch_loss(tmod, torch_batches[0])
+    loss_t.backward()
+    pairs = {name: (out_j[name], out_t[name]) for name in out_t}
+    pairs["loss"] = (loss_j, loss_t)
+    errors["out"], notes["out"] = worst(pairs)
+
+    # grads: by torch name (Dense kernels transposed back); an unused torch parameter
+    # (grad None) must have a zero jaxrnn gradient
+    g_j = jaxrnn.params_to_state_dict(grads_j)
+    errors["grads"], notes["grads"] = worst({
+        f"d/d {k}": (g_j[k], p.grad if p.grad is not None else torch.zeros_like(p))
+        for k, p in tmod.named_parameters()
+    })  # fmt: skip
+
+    # decode: generation / greedy decoding at the starting parameters
+    if entry.decode is not None:
+        with torch.no_grad():
+            dec_t = entry.decode.torch(tmod, torch_batches[0], config)
+        errors["decode"], notes["decode"] = compare_decoded(dec_j, dec_t)
+
+    # adam20: 20 steps, batch i at step i, in both frameworks
+    losses_j = [loss_j]
+    for batch in batches[1:]:
+        _, _, loss, _, (p_j, opt_state) = step(p_j, opt_state, batch)
+        losses_j.append(loss)
+    topt = torch.optim.Adam(  # the same hyperparameters as optimizer()
+        tmod.parameters(), lr=ADAM["lr"], betas=(ADAM["b1"], ADAM["b2"]), eps=ADAM["eps"]
+    )
+    losses_t = []
+    for batch in torch_batches:
+        topt.zero_grad()
+        loss = entry.torch_loss(tmod, batch)[0]
+        loss.backward()
+        topt.step()
+        losses_t.append(loss.detach())
+    final_j = jaxrnn.params_to_state_dict(p_j)
+    adam_pairs = {"losses": (jnp.stack(losses_j), torch.stack(losses_t))}
+    adam_pairs.update({k: (final_j[k], v) for k, v in tmod.state_dict().items()})
+    errors["adam20"], notes["adam20"] = worst(adam_pairs)
+    return TaskReport(errors, notes)
+
+
+def compare_decoded(got: dict, ref: dict) -> tuple[float, str]:
+    """Tokens must be equal (inf and a count otherwise); the other arrays by ``rel_err``."""
+    if "tokens" in ref:
+        a, b = np.asarray(got["tokens"]), ref["tokens"].numpy()
+        if a.shape != b.shape:
+            return float("inf"), f"tokens shape {a.shape} != {b.shape}"
+        if (a != b).any():
+            return float("inf"), f"{int((a != b).sum())} of {a.size} greedy tokens differ"
+    return worst({k: (got[k], v) for k, v in ref.items() if k != "tokens"})
+
