@@ -37,7 +37,9 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 
-__all__ = ["CORPORA", "Corpus", "DataError", "cache_dir", "fetch", "load_reviews", "load_text"]
+__all__ = [
+    "CORPORA", "Corpus", "DataError", "cache_dir", "cached", "fetch", "load_reviews", "load_text",
+]
 
 
 class DataError(ValueError):
@@ -90,6 +92,13 @@ def sha256_of(path: pathlib.Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cached(corpus: str | Corpus, cache: str | os.PathLike | None = None) -> bool:
+    """Whether the corpus's archive is already in the cache (nothing is fetched or checked)."""
+    corpus = CORPORA[corpus] if isinstance(corpus, str) else corpus
+    folder = pathlib.Path(cache) if cache is not None else cache_dir()
+    return (folder / "corpora" / corpus.filename).exists()
 
 
 def fetch(

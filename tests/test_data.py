@@ -94,7 +94,9 @@ def _no_real_cache(tmp_path, monkeypatch):
 def test_fetch_downloads_once_into_the_cache_then_reads_it(name, tmp_path):
     corpus, fixture = _pinned_to(name, tmp_path)
     calls = []
+    assert not data.cached(corpus)
     path = data.fetch(corpus, downloader=_registry(fixture, calls))
+    assert data.cached(corpus)
     assert path == tmp_path / "cache" / "corpora" / corpus.filename
     assert path.read_bytes() == fixture.read_bytes()
     assert data.fetch(corpus, downloader=_registry(fixture, calls)) == path
