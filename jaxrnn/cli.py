@@ -1,4 +1,4 @@
-"""``jaxrnn list | train | eval | sample`` (also ``python -m jaxrnn``)."""
+"""``jaxrnn list | train | eval | sample | export`` (also ``python -m jaxrnn``)."""
 
 from __future__ import annotations
 
@@ -74,9 +74,42 @@ def _cmd_train(args) -> int:
     task = get_task(args.task)
     config = task.Config(**parse_overrides(task.Config, args.set or []))
     out = pathlib.Path(args.out or f"runs/{task.name}")
+    init = _torch_init(task, config, args) if args.init_from_torch else None
     print(f"training {task.name} → {out}")
-    result = fit(task, config, seed=args.seed, out_dir=out, resume=args.resume)
+    result = fit(task, config, seed=args.seed, out_dir=out, resume=args.resume, init_params=init)
     print(json.dumps({"task": task.name, "final": result.final}, indent=2, default=str))
+    return 0
+
+
+def _torch_init(task, config, args):
+    """The params of a torch ``state_dict`` file, by name, shaped like the task's model."""
+    import jax
+    import numpy as np
+
+    from .interop import load_torch_state_dict, state_dict_to_params
+
+    if args.resume:
+        raise ValueError("--init-from-torch and --resume exclude each other")
+    config = task.resolve(config)
+    data = task.data(config, np.random.default_rng([args.seed, 0]))
+    model = task.model(config)
+    like = task.init(model, jax.random.PRNGKey(0), task.init_batch(data, config))
+    state_dict = load_torch_state_dict(args.init_from_torch)
+    try:
+        return state_dict_to_params(state_dict, like=like)
+    except KeyError as e:  # say which file, keep the list of keys
+        raise ValueError(f"{args.init_from_torch}: {e.args[0]}") from None
+
+
+def _cmd_export(args) -> int:
+    from .interop import params_to_state_dict, save_torch_state_dict
+    from .train import restore_run
+
+    task, _, _, params, _, meta = restore_run(args.task, args.checkpoint)
+    state_dict = params_to_state_dict(params)
+    save_torch_state_dict(state_dict, args.to_torch)
+    which = f"best epoch {meta['best']['epoch']}" if meta.get("best") else f"epoch {meta['epoch']}"
+    print(f"wrote {len(state_dict)} tensors ({which} of {args.checkpoint}) to {args.to_torch}")
     return 0
 
 
@@ -110,11 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="output directory (default runs/TASK)")
     train.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    train.add_argument("--init-from-torch", metavar="FILE.pt",
+                       help="start from a torch state_dict of the task's reference model")  # fmt: skip
     train.set_defaults(func=_cmd_train)
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
     ev.add_argument("task")
     ev.add_argument("--checkpoint", required=True, help="a run directory or checkpoint file")
     ev.set_defaults(func=_cmd_eval)
+    ex = sub.add_parser("export", help="write a run's params as a torch state_dict")
+    ex.add_argument("task")
+    ex.add_argument("--checkpoint", required=True, help="a run directory or checkpoint file")
+    ex.add_argument("--to-torch", required=True, metavar="FILE.pt", help="where to write it")
+    ex.set_defaults(func=_cmd_export)
     sm = sub.add_parser("sample", help="generate text from a charlm checkpoint")
     sm.add_argument("--checkpoint", required=True, help="a charlm run directory or checkpoint")
     sm.add_argument("--prompt", default="", help='text to continue (default "": a new line)')
@@ -129,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (KeyError, ValueError, FileNotFoundError, FloatingPointError, ImportError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"jaxrnn {args.command}: error: {message}", file=sys.stderr)
         return 2

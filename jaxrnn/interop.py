@@ -235,3 +235,64 @@ def to_torch(flax_module: nn.Module, variables: Mapping):
     state = {k: torch.from_numpy(np.array(v)) for k, v in params_to_state_dict(params).items()}
     module.load_state_dict(state, strict=True)
     return module
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _import_torch(what: str):
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"{what} needs PyTorch: pip install 'jaxrnn[parity]'") from None
+    return torch
+
+
+def load_torch_state_dict(path) -> dict[str, np.ndarray]:
+    """A ``torch.save``-d ``state_dict`` file → ``{name: numpy array}``.
+
+    Read with ``torch.load(weights_only=True)``: tensors and plain containers only, never
+    arbitrary pickled objects, so an untrusted file cannot run code. A whole pickled module
+    is refused (save ``model.state_dict()`` instead).
+    """
+    import pathlib
+
+    torch = _import_torch("reading a torch state_dict")
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no torch state_dict file at {path}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors, or a refused non-weights object
+        raise ValueError(f"{path} is not a loadable torch state_dict ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from e  # fmt: skip
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state_dict "
+                         "(a mapping of names to tensors): save model.state_dict()")  # fmt: skip
+    return {k: v.detach().cpu().numpy() for k, v in loaded.items()}
+
+
+def save_torch_state_dict(state_dict: Mapping, path) -> None:
+    """``{name: array}`` → a ``torch.save`` file that ``model.load_state_dict`` takes, written
+    atomically (temp file in the same folder, then renamed)."""
+    import os
+    import pathlib
+    import tempfile
+
+    torch = _import_torch("writing a torch state_dict")
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(tensors, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -288,9 +288,12 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     max_epochs: int | None = None,
+    init_params=None,
 ) -> Result:
     """Train ``task`` with ``config`` (default: the task's) and evaluate it.
 
+    ``init_params`` replaces the initial params (e.g. a torch model's, via
+    ``state_dict_to_params``); it must have the model's structure and shapes.
     ``max_epochs`` stops early after that many epochs of this call (used by tests to
     interrupt a run and resume it). A task with ``select`` is evaluated with its best epoch's
     params (``final["best_epoch"]``); ``Result.state`` is always the last epoch's.
@@ -303,6 +306,12 @@ def fit(
     task.check_data(data, config)
     model = shared(task.model(config))
     params = task.init(model, jax.random.PRNGKey(seed), task.init_batch(data, config))
+    if init_params is not None:
+        if resume:
+            raise ValueError("init_params and resume exclude each other: a resumed run "
+                             "continues from its checkpoint")  # fmt: skip
+        params = _restore(params, serialization.to_state_dict(init_params), "init_params",
+                          {"task": task.name})  # fmt: skip
     state = TrainState.create(
         apply_fn=model.apply,
         params=params,
@@ -316,14 +325,20 @@ def fit(
         if out is None or not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {out}")
         state, meta = load_checkpoint(out / CHECKPOINT, state)
-        if meta["task"] != task.name or meta["config"] != json.loads(
-            json.dumps(config_to_dict(config))
-        ):
+        # Only ``epochs`` may differ: a finished run can be extended (the data, the shuffles
+        # and the step keys do not depend on it, so this continues bit-identically too).
+        ours = json.loads(json.dumps(config_to_dict(config)))
+        theirs = dict(meta["config"], epochs=ours["epochs"])
+        if meta["task"] != task.name or theirs != ours:
+            diff = {k: (meta["config"].get(k), v) for k, v in ours.items() if theirs.get(k) != v}
             raise ValueError(
-                f"--resume: the checkpoint in {out} is for task {meta['task']!r} with config "
-                f"{meta['config']}, not {task.name!r} with {config_to_dict(config)}"
+                f"--resume: the checkpoint in {out} is for task {meta['task']!r} with another "
+                f"config ({{key: (checkpoint, now)}}: {diff}); only epochs may change"
             )
         history, start_epoch = meta["history"], meta["epoch"]
+        if start_epoch > config.epochs:
+            raise ValueError(f"--resume: the checkpoint in {out} is at epoch {start_epoch}, "
+                             f"beyond epochs={config.epochs}")  # fmt: skip
         state = state.replace(step=int(state.step))  # a Python int, as in create: no retrace
         if best is not None and meta.get("best", {}).get("epoch") is not None:
             best.epoch, best.value = meta["best"]["epoch"], meta["best"]["value"]
@@ -469,10 +484,10 @@ def plot_history(
     plt.close(fig)
 
 
-def evaluate_checkpoint(task_name: str, checkpoint: str | os.PathLike) -> dict:
-    """Rebuild a run's data and model from its checkpoint's config and seed, and evaluate
-    (with the best epoch's params when the task selects; ``checkpoint`` may also be a
-    ``best.msgpack``)."""
+def restore_run(task_name: str, checkpoint: str | os.PathLike):
+    """A run's task, config, model, data and params, rebuilt from its checkpoint's config and
+    seed (the best epoch's params when the task selects; ``checkpoint`` may also be a
+    ``best.msgpack``). Returns ``(task, config, model, params, data, meta)``."""
     from .tasks.base import get_task
 
     task = get_task(task_name)
@@ -486,7 +501,13 @@ def evaluate_checkpoint(task_name: str, checkpoint: str | os.PathLike) -> dict:
     like = task.init(model, jax.random.PRNGKey(seed), task.init_batch(data, config))
     selected = task.select is not None and "best" in payload  # else: the last (or best.msgpack)
     raw = payload["best"] if selected else payload["state"]["params"]
-    params = serialization.from_state_dict(like, raw)
+    params = _restore(like, raw, checkpoint, meta)
+    return task, config, model, params, data, meta
+
+
+def evaluate_checkpoint(task_name: str, checkpoint: str | os.PathLike) -> dict:
+    """Re-evaluate a run from its checkpoint (see :func:`restore_run`)."""
+    task, config, model, params, data, meta = restore_run(task_name, checkpoint)
     final = task.evaluate(model, params, data, config)
     if task.select is not None and meta.get("best"):
         final["best_epoch"] = meta["best"]["epoch"]

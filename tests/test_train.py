@@ -57,10 +57,24 @@ def test_resume_continues_bit_identically(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_resume_extends_a_finished_run_bit_identically(tmp_path):
+    task = get_task("index-recall")
+    config = task.Config(n=128, epochs=3, embedding_dim=8, hidden_size=8, batch_size=32)
+    full = fit(task, config, seed=3, out_dir=tmp_path / "full", progress=False)
+    fit(task, config.replace(epochs=1), seed=3, out_dir=tmp_path / "short", progress=False)
+    longer = fit(task, config, seed=3, out_dir=tmp_path / "short", progress=False, resume=True)
+    assert [r["train_loss"] for r in longer.history] == [r["train_loss"] for r in full.history]
+    for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(longer.state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="at epoch 3, beyond epochs=2"):
+        fit(task, config.replace(epochs=2), seed=3, out_dir=tmp_path / "short", resume=True,
+            progress=False)  # fmt: skip
+
+
 def test_resume_refuses_another_config(tmp_path):
     task = get_task("hihello")
     fit(task, task.Config(epochs=2), out_dir=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="checkpoint .* is for task 'hihello' with config"):
+    with pytest.raises(ValueError, match=r"another config .*'learning_rate': \(0.05, 0.5\)"):
         fit(task, task.Config(epochs=2, learning_rate=0.5), out_dir=tmp_path, resume=True,
             progress=False)  # fmt: skip
 
