@@ -13,6 +13,7 @@ torch is imported only inside the functions that need it: ``import jaxrnn`` work
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -255,8 +256,6 @@ def load_torch_state_dict(path) -> dict[str, np.ndarray]:
     arbitrary pickled objects, so an untrusted file cannot run code. A whole pickled module
     is refused (save ``model.state_dict()`` instead).
     """
-    import pathlib
-
     torch = _import_torch("reading a torch state_dict")
     path = pathlib.Path(path)
     if not path.is_file():
@@ -277,22 +276,11 @@ def load_torch_state_dict(path) -> dict[str, np.ndarray]:
 def save_torch_state_dict(state_dict: Mapping, path) -> None:
     """``{name: array}`` → a ``torch.save`` file that ``model.load_state_dict`` takes, written
     atomically (temp file in the same folder, then renamed)."""
-    import os
-    import pathlib
-    import tempfile
+    import io
+
+    from .files import atomic_write
 
     torch = _import_torch("writing a torch state_dict")
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(tensors, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, buffer)
+    atomic_write(pathlib.Path(path), buffer.getvalue())

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -41,6 +40,7 @@ import optax
 from flax import serialization
 from flax.training import train_state
 
+from .files import atomic_write
 from .tasks.base import Batch, Task, TaskConfig, iterate_batches
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -159,28 +159,6 @@ def save_params(path: pathlib.Path, params, meta: dict[str, Any]) -> None:
     ``load_checkpoint`` and ``jaxrnn eval --checkpoint`` read it like a checkpoint."""
     payload = {"state": {"params": serialization.to_state_dict(params)}, "meta": json.dumps(meta)}
     atomic_write(path, serialization.msgpack_serialize(payload))
-
-
-def atomic_write(path: pathlib.Path, data: bytes) -> None:
-    """The bytes go to a temp file in the same directory, are fsynced, then renamed over
-    ``path``: a write killed midway leaves the previous file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_checkpoint(path: pathlib.Path) -> tuple[dict, dict]:

@@ -37,9 +37,13 @@ COLUMNS = {  # check -> column title
 NUM_WIDTH = 9
 
 
-def cell(err: float, check: str, dtype: str) -> str:
-    """``1.2e-16``, ``0`` for exact zeros, ``ok`` for the names check; ``!`` marks a failure."""
-    ok = checks.passed(err, check, dtype)
+def cell(errors: dict, check: str, dtype: str, passed=checks.passed) -> str:
+    """``1.2e-16``, ``0`` for exact zeros, ``ok`` for the names check, ``-`` for a check the
+    row does not have; ``!`` marks a failure."""
+    if check not in errors:
+        return "-"
+    err = errors[check]
+    ok = passed(err, check, dtype)
     if check == "names":
         text = "ok" if ok else "MISMATCH"
     elif err == 0:
@@ -94,91 +98,55 @@ def main(argv: list[str] | None = None) -> int:
 
 def layer_table(runs) -> list[str]:
     """The table of torch.nn configurations; returns the labels of failed runs."""
-    width = max(len(case_id(c, d)) for c, d in runs)
-    header = f"{'config':<{width}}  " + " ".join(f"{t:>{NUM_WIDTH}}" for t in COLUMNS.values())
-    print(f"jaxrnn vs torch {torch.__version__}: max |Δ| / max(1, max|ref|) per tensor; "
-          f"tolerance float64 {checks.TOL['float64']:.0e}, float32 {checks.TOL['float32']:.0e}; "
-          "names and roundtrip exact; ! = fails")  # fmt: skip
-    print(header + "  result")
-    print("-" * (len(header) + 8))
-
-    worst = {d: {c: 0.0 for c in COLUMNS} for d in DTYPES}
-    failed = []
-    start = time.perf_counter()
-    for case, dtype in runs:
-        label = case_id(case, dtype)
-        try:
-            with checks.parity_mode(dtype):
-                report = checks.run_case(case, dtype)
-        except Exception as e:  # a crash is a failure of every check, reported, not hidden
-            print(f"{label:<{width}}  raised {type(e).__name__}: {e}")
-            failed.append(label)
-            for check in COLUMNS:
-                worst[dtype][check] = float("nan")
-            continue
-        errors = report.errors
-        cells = " ".join(f"{cell(errors[c], c, dtype):>{NUM_WIDTH}}" for c in COLUMNS)
-        bad = report.failures(dtype)
-        print(f"{label:<{width}}  {cells}  {'FAIL' if bad else 'PASS'}", flush=True)
-        if bad:
-            failed.append(label)
-            where = ", ".join(f"{c} at {report.notes.get(c) or '-'}" for c in bad)
-            print(f"{'':<{width}}  ^ worst: {where}")
-        for check in COLUMNS:
-            w = worst[dtype][check]
-            if math.isnan(errors[check]) or errors[check] > w:
-                worst[dtype][check] = errors[check] if not math.isnan(w) else w
-
-    print("-" * (len(header) + 8))
-    for dtype in DTYPES:
-        if any(d == dtype for _, d in runs):
-            cells = " ".join(
-                f"{cell(worst[dtype][c], c, dtype):>{NUM_WIDTH}}" for c in COLUMNS
-            )
-            print(f"{'worst ' + dtype:<{width}}  {cells}")
-    seconds = time.perf_counter() - start
-    print(f"\n{len(runs) - len(failed)} of {len(runs)} runs pass ({seconds:.0f} s)")
-    return failed
+    title = (f"jaxrnn vs torch {torch.__version__}: max |Δ| / max(1, max|ref|) per tensor; "
+             f"tolerance float64 {checks.TOL['float64']:.0e}, float32 "
+             f"{checks.TOL['float32']:.0e}; names and roundtrip exact; ! = fails")  # fmt: skip
+    return table(title, "config", "runs", runs, case_id, checks.run_case, COLUMNS, checks.passed)
 
 
 def task_table(runs) -> list[str]:
     """The table of task models (parity/tasks.py): the seed's torch model vs the jaxrnn task
     model; returns the labels of failed runs."""
-    width = max(len(tasks.task_id(e, d)) for e, d in runs)
-    header = f"{'task model':<{width}}  " + " ".join(
-        f"{t:>{NUM_WIDTH}}" for t in TASK_COLUMNS.values()
-    )
-    print("jaxrnn task models vs the seeds' torch models (parity/models.py): out = outputs and "
-          "loss, grads of the task loss, 20 Adam steps, decode = generation or greedy tokens "
-          "(tokens exact); same errors and tolerances")  # fmt: skip
+    title = ("jaxrnn task models vs the seeds' torch models (parity/models.py): out = outputs "
+             "and loss, grads of the task loss, 20 Adam steps, decode = generation or greedy "
+             "tokens (tokens exact); same errors and tolerances")  # fmt: skip
+    return table(title, "task model", "task-model runs", runs, tasks.task_id,
+                 tasks.run_task_model, TASK_COLUMNS, tasks.passed)  # fmt: skip
+
+
+def table(title, first, noun, runs, label_of, run, columns, passed) -> list[str]:
+    """Run ``run(row, dtype)`` for each of ``runs`` and print a line per run, then the worst
+    error per check per dtype; a crash is a failure of every check, reported, not hidden.
+    Returns the labels of failed runs."""
+    width = max(len(label_of(r, d)) for r, d in runs)
+    header = f"{first:<{width}}  " + " ".join(f"{t:>{NUM_WIDTH}}" for t in columns.values())
+    print(title)
     print(header + "  result")
     print("-" * (len(header) + 8))
-
+    show = lambda errors, dtype: " ".join(  # noqa: E731
+        f"{cell(errors, c, dtype, passed):>{NUM_WIDTH}}" for c in columns
+    )
     worst: dict[str, dict[str, float]] = {d: {} for d in DTYPES}  # only checks that ran
     failed = []
     start = time.perf_counter()
-    for entry, dtype in runs:
-        label = tasks.task_id(entry, dtype)
+    for row, dtype in runs:
+        label = label_of(row, dtype)
         try:
             with checks.parity_mode(dtype):
-                report = tasks.run_task_model(entry, dtype)
-        except Exception as e:  # a crash is a failure of every check, reported, not hidden
+                report = run(row, dtype)
+        except Exception as e:
             print(f"{label:<{width}}  raised {type(e).__name__}: {e}")
             failed.append(label)
-            for check in TASK_COLUMNS:
-                worst[dtype][check] = float("nan")
+            worst[dtype].update({c: float("nan") for c in columns})
             continue
-        errors = report.errors
-        cells = " ".join(
-            f"{task_cell(errors, c, dtype):>{NUM_WIDTH}}" for c in TASK_COLUMNS
-        )
         bad = report.failures(dtype)
-        print(f"{label:<{width}}  {cells}  {'FAIL' if bad else 'PASS'}", flush=True)
+        print(f"{label:<{width}}  {show(report.errors, dtype)}  {'FAIL' if bad else 'PASS'}",
+              flush=True)  # fmt: skip
         if bad:
             failed.append(label)
             where = ", ".join(f"{c} at {report.notes.get(c) or '-'}" for c in bad)
             print(f"{'':<{width}}  ^ worst: {where}")
-        for check, err in errors.items():
+        for check, err in report.errors.items():
             w = worst[dtype].get(check)
             if w is None or (not math.isnan(w) and (math.isnan(err) or err > w)):
                 worst[dtype][check] = err
@@ -186,30 +154,10 @@ def task_table(runs) -> list[str]:
     print("-" * (len(header) + 8))
     for dtype in DTYPES:
         if any(d == dtype for _, d in runs):
-            cells = " ".join(
-                f"{task_cell(worst[dtype], c, dtype):>{NUM_WIDTH}}" for c in TASK_COLUMNS
-            )
-            print(f"{'worst ' + dtype:<{width}}  {cells}")
+            print(f"{'worst ' + dtype:<{width}}  {show(worst[dtype], dtype)}")
     seconds = time.perf_counter() - start
-    print(f"\n{len(runs) - len(failed)} of {len(runs)} task-model runs pass ({seconds:.0f} s)")
+    print(f"\n{len(runs) - len(failed)} of {len(runs)} {noun} pass ({seconds:.0f} s)")
     return failed
-
-
-def task_cell(errors: dict, check: str, dtype: str) -> str:
-    """As :func:`cell` with the task tolerances; ``-`` for a check the model does not have."""
-    if check not in errors:
-        return "-"
-    err = errors[check]
-    ok = tasks.passed(err, check, dtype)
-    if check == "names":
-        text = "ok" if ok else "MISMATCH"
-    elif err == 0:
-        text = "0"
-    elif math.isnan(err):
-        text = "NaN"
-    else:
-        text = f"{err:.1e}"
-    return text + ("" if ok else "!")
 
 
 if __name__ == "__main__":
