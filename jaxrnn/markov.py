@@ -172,17 +172,21 @@ def bits_per_char(model: MarkovModel, text: str, orders=None) -> dict[int, float
     return {k: float(-np.mean(np.log2(p[k]))) for k in orders}
 
 
-def sample(model: MarkovModel, length: int, seed: int = 0, start: str = "") -> str:
-    """``length`` characters drawn from ``P_order(· | the last characters)``, after ``start``.
+def sample(
+    model: MarkovModel, length: int, seed: int = 0, start: str = "", order: int | None = None
+) -> str:
+    """``length`` characters drawn from ``P_order(· | the last characters)``, after ``start``
+    (``order`` ≤ the fitted order; default the fitted order).
 
     Each draw is the inverse CDF of one ``U[0, 1)`` from ``np.random.default_rng(seed)``.
     Returns ``start`` followed by the new characters, as the seed's ``generate_from_markov``.
     """
     if not isinstance(length, int) or length < 1:
         raise ValueError(f"length must be an int >= 1, got {length!r}")
+    order = model.order if order is None else order
     rng, text = np.random.default_rng(seed), start
     for u in rng.random(length):
-        p = probabilities(model, text[max(0, len(text) - model.order) :])
+        p = probabilities(model, text[max(0, len(text) - order) :], order)
         cdf = np.cumsum(p)
         text += model.alphabet[min(int(np.searchsorted(cdf / cdf[-1], u, side="right")),
                                    model.size - 1)]  # fmt: skip

@@ -124,6 +124,20 @@ def test_markov_sample_is_seeded():
         markov.sample(model, 0)
 
 
+def test_markov_sample_uses_the_given_order():
+    """order=1: each draw is the inverse CDF of P_1(· | last character) — replayed here."""
+    model = markov.fit(make_text(2000), order=3)
+    out = markov.sample(model, 30, seed=3, start="a", order=1)
+    text = "a"
+    for u in np.random.default_rng(3).random(30):
+        cdf = np.cumsum(markov.probabilities(model, text[-1], order=1))
+        text += model.alphabet[int(np.searchsorted(cdf / cdf[-1], u, side="right"))]
+    assert out == text
+    assert out != markov.sample(model, 30, seed=3, start="a")  # the fitted order 3 differs
+    with pytest.raises(ValueError, match=r"order must be in \[0, 3\]"):
+        markov.sample(model, 5, order=4)
+
+
 # ----------------------------------------------------------------------------- data and model
 
 
@@ -244,6 +258,7 @@ def test_tiny_run_through_cli(run):
     assert best_bpc == final["markov_val_bits_per_char"][str(best)]
     assert final["beats_markov"] == (final["val_bits_per_char"] < best_bpc)
     assert len(final["sample"]) == 40 and set(final["sample"]) <= set(alphabet)
+    assert set(final["markov_sample"]) <= set(alphabet)
     for name in ("loss.png", "bpc.png", "sample.txt", CHECKPOINT):
         assert (run / name).stat().st_size > 0, name
 

@@ -366,6 +366,9 @@ class CharLM(Task):
             "markov_val_bits_per_char": {str(k): v for k, v in bpc.items()},
             "markov_best_order": best,
             "markov_best_val_bits_per_char": bpc[best],
+            # the seed's generate_from_markov, from the best order (start: the prompt or "\n")
+            "markov_sample": markov.sample(model, config.report_length, seed=0,
+                                           start=config.prompt or "\n", order=best),
         }
 
     def epoch_report(self, model, params, data, config, epoch):
