@@ -69,36 +69,23 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    from .interop import load_torch_state_dict
     from .train import fit
 
     task = get_task(args.task)
     config = task.Config(**parse_overrides(task.Config, args.set or []))
     out = pathlib.Path(args.out or f"runs/{task.name}")
-    init = _torch_init(task, config, args) if args.init_from_torch else None
+    init = load_torch_state_dict(args.init_from_torch) if args.init_from_torch else None
     print(f"training {task.name} → {out}")
-    result = fit(task, config, seed=args.seed, out_dir=out, resume=args.resume, init_params=init)
+    try:
+        result = fit(task, config, seed=args.seed, out_dir=out, resume=args.resume,
+                     init_state_dict=init)  # fmt: skip
+    except KeyError as e:  # a state_dict that is not the model's: say which file
+        if init is None or "state_dict" not in str(e):
+            raise
+        raise ValueError(f"{args.init_from_torch}: {e.args[0]}") from None
     print(json.dumps({"task": task.name, "final": result.final}, indent=2, default=str))
     return 0
-
-
-def _torch_init(task, config, args):
-    """The params of a torch ``state_dict`` file, by name, shaped like the task's model."""
-    import jax
-    import numpy as np
-
-    from .interop import load_torch_state_dict, state_dict_to_params
-
-    if args.resume:
-        raise ValueError("--init-from-torch and --resume exclude each other")
-    config = task.resolve(config)
-    data = task.data(config, np.random.default_rng([args.seed, 0]))
-    model = task.model(config)
-    like = task.init(model, jax.random.PRNGKey(0), task.init_batch(data, config))
-    state_dict = load_torch_state_dict(args.init_from_torch)
-    try:
-        return state_dict_to_params(state_dict, like=like)
-    except KeyError as e:  # say which file, keep the list of keys
-        raise ValueError(f"{args.init_from_torch}: {e.args[0]}") from None
 
 
 def _cmd_export(args) -> int:

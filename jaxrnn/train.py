@@ -266,12 +266,13 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     max_epochs: int | None = None,
-    init_params=None,
+    init_state_dict=None,
 ) -> Result:
     """Train ``task`` with ``config`` (default: the task's) and evaluate it.
 
-    ``init_params`` replaces the initial params (e.g. a torch model's, via
-    ``state_dict_to_params``); it must have the model's structure and shapes.
+    ``init_state_dict`` (a torch-named ``{name: array}``, e.g. a torch model's
+    ``state_dict()``) replaces the initial params, matched by name with
+    ``state_dict_to_params``: missing, unexpected or misshapen keys are an error.
     ``max_epochs`` stops early after that many epochs of this call (used by tests to
     interrupt a run and resume it). A task with ``select`` is evaluated with its best epoch's
     params (``final["best_epoch"]``); ``Result.state`` is always the last epoch's.
@@ -284,12 +285,13 @@ def fit(
     task.check_data(data, config)
     model = shared(task.model(config))
     params = task.init(model, jax.random.PRNGKey(seed), task.init_batch(data, config))
-    if init_params is not None:
+    if init_state_dict is not None:
+        from .interop import state_dict_to_params
+
         if resume:
-            raise ValueError("init_params and resume exclude each other: a resumed run "
-                             "continues from its checkpoint")  # fmt: skip
-        params = _restore(params, serialization.to_state_dict(init_params), "init_params",
-                          {"task": task.name})  # fmt: skip
+            raise ValueError("an initial state_dict and resume exclude each other: a resumed "
+                             "run continues from its checkpoint")  # fmt: skip
+        params = state_dict_to_params(init_state_dict, like=params)
     state = TrainState.create(
         apply_fn=model.apply,
         params=params,
@@ -472,7 +474,7 @@ def restore_run(task_name: str, checkpoint: str | os.PathLike):
     payload, meta = read_checkpoint(pathlib.Path(checkpoint))
     if meta["task"] != task.name:
         raise ValueError(f"{checkpoint} holds a {meta['task']!r} checkpoint, not {task.name!r}")
-    config = task.Config(**_tuples(meta["config"]))
+    config = config_from_meta(task, meta)
     seed = meta["seed"]
     data = task.data(config, np.random.default_rng([seed, 0]))
     model = task.model(config)
@@ -492,6 +494,8 @@ def evaluate_checkpoint(task_name: str, checkpoint: str | os.PathLike) -> dict:
     return final
 
 
-def _tuples(config: dict) -> dict:
-    """JSON turned the config's tuples into lists; turn them back."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+def config_from_meta(task: Task, meta: dict) -> TaskConfig:
+    """The effective config stored in a checkpoint's meta (JSON turned its tuples into lists;
+    they are turned back)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+    return task.Config(**fields)

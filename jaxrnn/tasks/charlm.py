@@ -253,14 +253,13 @@ def load_model(checkpoint) -> tuple[PredictorLSTM, dict, CharLMConfig]:
     selected epoch's params when the checkpoint holds them, else the last epoch's."""
     from flax import serialization
 
-    from ..train import read_checkpoint
+    from ..train import config_from_meta, read_checkpoint
 
     payload, meta = read_checkpoint(pathlib.Path(checkpoint))
     if meta.get("task") != CharLM.name:
         raise ValueError(f"{checkpoint} holds a {meta.get('task')!r} checkpoint; sampling needs "
                          f"a {CharLM.name!r} one (jaxrnn train {CharLM.name})")  # fmt: skip
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
-    config = CharLMConfig(**fields)
+    config = config_from_meta(CharLM, meta)
     if not config.alphabet:
         raise ValueError(f"{checkpoint}: the checkpoint's config has no alphabet")
     model = CharLM().model(config)
