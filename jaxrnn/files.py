@@ -27,3 +27,13 @@ def atomic_write(path: pathlib.Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def save_figure(fig, path: str | os.PathLike) -> str:
+    """Lay out, write (PNG, 100 dpi) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)

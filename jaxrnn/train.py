@@ -40,7 +40,7 @@ import optax
 from flax import serialization
 from flax.training import train_state
 
-from .files import atomic_write
+from .files import atomic_write, save_figure
 from .tasks.base import Batch, Task, TaskConfig, iterate_batches
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -459,9 +459,7 @@ def plot_history(
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def restore_run(task_name: str, checkpoint: str | os.PathLike):

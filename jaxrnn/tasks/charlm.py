@@ -57,6 +57,7 @@ from .. import markov
 from ..cells import torch_uniform
 from ..data import CORPORA, load_text
 from ..embedding import check_ids, lookup
+from ..files import save_figure
 from ..layers import LSTM
 from .base import Batch, Task, TaskConfig, register
 
@@ -419,7 +420,4 @@ def plot_bpc(history: list[dict], final: dict, path: pathlib.Path) -> list[str]:
     ax.set_ylabel("bits per character")
     ax.set_title("charlm: LSTM vs Witten–Bell Markov baselines")
     ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [str(path)]
+    return [save_figure(fig, path)]

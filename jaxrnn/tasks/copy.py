@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from ..cells import CellWeights, elman_step
+from ..files import save_figure
 from ..layers import RNN, LinearWeights
 from ..scan import length_mask, masked_scan
 from .base import Task, TaskConfig, register
@@ -234,8 +235,4 @@ class Copy(Task):
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{config.variant}: length generalisation ({config.cell} cell)")
         ax.legend()
-        fig.tight_layout()
-        path = out_dir / "length_generalisation.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return [str(path)]
+        return [save_figure(fig, out_dir / "length_generalisation.png")]

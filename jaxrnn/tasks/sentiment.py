@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 from ..embedding import Embed, check_ids
+from ..files import save_figure
 from ..layers import LSTM, RNN
 from .base import Batch, Task, TaskConfig, register
 
@@ -281,11 +282,7 @@ class Sentiment(Task):
         ax.set_ylabel("accuracy")
         ax.set_title(f"sentiment: {config.cell} RNN({config.hidden_size}), {config.dataset}")
         ax.legend()
-        fig.tight_layout()
-        path = out_dir / "accuracy.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return [str(path)]
+        return [save_figure(fig, out_dir / "accuracy.png")]
 
 
 def _check_fractions(config: SentimentConfig) -> None:

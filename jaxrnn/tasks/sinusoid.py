@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..cells import CellWeights, linear_step
+from ..files import save_figure
 from ..layers import LinearWeights
 from ..scan import linear_recurrence
 from .base import Task, TaskConfig, register
@@ -234,8 +235,4 @@ class Sinusoid(Task):
             f"LinRNN({config.n_hidden} hidden): observe {config.observe} steps, then free-run"
         )
         axes[-1, 0].set_xlabel("time step")
-        fig.tight_layout()
-        path = out_dir / "generation.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return [str(path)]
+        return [save_figure(fig, out_dir / "generation.png")]
