@@ -114,18 +114,15 @@ def make_steps(task: Task, model):
 
 
 def evaluate_task(task: Task, model, params, split: Batch, batch_size: int) -> dict[str, float]:
-    """Mean eval metrics of ``task``'s loss over a split, with the cached eval step."""
-    return evaluate_split(make_steps(task, model)[1], params, split, batch_size)
+    """Mean eval metrics of ``task``'s loss over a split in batches of ``batch_size``, with the
+    cached eval step."""
+    batches = iterate_batches(split, batch_size, None)
+    return mean_metrics(make_steps(task, model)[1], params, batches)
 
 
 def evaluate_batched(task: Task, model, params, split: Batch, config: TaskConfig) -> dict:
     """Like :func:`evaluate_task`, with the batches of the task's ``batches`` hook."""
     return mean_metrics(make_steps(task, model)[1], params, task.batches(split, config, None))
-
-
-def evaluate_split(eval_step, params, split: Batch, batch_size: int) -> dict[str, float]:
-    """Mean of the eval metrics over a split, weighted by batch size."""
-    return mean_metrics(eval_step, params, iterate_batches(split, batch_size, None))
 
 
 def mean_metrics(eval_step, params, batches: Iterable[Batch]) -> dict[str, float]:
