@@ -20,6 +20,7 @@ Shapes: ``B`` batch, ``I`` input features, ``H`` hidden size, ``P`` LSTM project
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -87,30 +88,39 @@ def make_weights(
 
 
 # ----------------------------------------------------------------------------- pure steps
+#
+# Each recurrence is written twice, once as a ``core`` and once as a ``step``:
+#
+#     core(carry, gx, gh) -> carry     the elementwise part, given both projections
+#     step(carry, gx, w)  =  core(carry, gx, gh = h @ W_hhᵀ + b_hh)
+#
+# ``scan.recurrent_scan`` runs cores with a hand-written backward pass (the ``W_hh`` gradient
+# as one matmul after the loop); ``scan.masked_scan`` runs steps under plain autodiff.
 
 
-def linear_step(h: Array, gx: Array, w: CellWeights) -> Array:
+def linear_core(h: Array, gx: Array, gh: Array) -> Array:
     """Linear recurrence (the seeds' LinRNN), no nonlinearity::
 
-        h' = W_ih x + b_ih + W_hh h + b_hh
+        h' = W_ih x + b_ih + W_hh h + b_hh  =  gx + gh
 
-    h: ``[B, H]``, gx = ``W_ih x + b_ih``: ``[B, H]``.
+    h, gx, gh: ``[B, H]``.
     """
-    return gx + affine(h, w.weight_hh, w.bias_hh)
+    del h
+    return gx + gh
 
 
-def elman_step(h: Array, gx: Array, w: CellWeights, nonlinearity: str = "tanh") -> Array:
+def elman_core(h: Array, gx: Array, gh: Array, nonlinearity: str = "tanh") -> Array:
     """Elman RNN, as ``torch.nn.RNN``::
 
-        h' = act(W_ih x + b_ih + W_hh h + b_hh),   act = tanh | relu
+        h' = act(W_ih x + b_ih + W_hh h + b_hh)  =  act(gx + gh),   act = tanh | relu
 
-    h: ``[B, H]``, gx: ``[B, H]``.
+    h, gx, gh: ``[B, H]``.
     """
-    act = NONLINEARITIES[nonlinearity]
-    return act(gx + affine(h, w.weight_hh, w.bias_hh))
+    del h
+    return NONLINEARITIES[nonlinearity](gx + gh)
 
 
-def lstm_step(carry: tuple[Array, Array], gx: Array, w: CellWeights) -> tuple[Array, Array]:
+def lstm_core(carry: tuple[Array, Array], gx: Array, gh: Array) -> tuple[Array, Array]:
     """LSTM, as ``torch.nn.LSTM``::
 
         i = σ(W_ii x + b_ii + W_hi h + b_hi)
@@ -118,22 +128,18 @@ def lstm_step(carry: tuple[Array, Array], gx: Array, w: CellWeights) -> tuple[Ar
         g = tanh(W_ig x + b_ig + W_hg h + b_hg)
         o = σ(W_io x + b_io + W_ho h + b_ho)
         c' = f ⊙ c + i ⊙ g
-        h' = o ⊙ tanh(c')            (with proj_size: h' = W_hr (o ⊙ tanh(c')))
+        h' = o ⊙ tanh(c')
 
-    carry: ``(h [B, H|P], c [B, H])``, gx: ``[B, 4H]`` in gate order ``i, f, g, o``.
+    carry: ``(h [B, H], c [B, H])``; gx, gh: ``[B, 4H]`` in gate order ``i, f, g, o``.
     """
-    h, c = carry
-    gates = gx + affine(h, w.weight_hh, w.bias_hh)  # [B, 4H]
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    _, c = carry
+    i, f, g, o = jnp.split(gx + gh, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c = f * c + i * g
-    h = o * jnp.tanh(c)
-    if w.weight_hr is not None:
-        h = affine(h, w.weight_hr)  # [B, P]
-    return h, c
+    return o * jnp.tanh(c), c
 
 
-def gru_step(h: Array, gx: Array, w: CellWeights) -> Array:
+def gru_core(h: Array, gx: Array, gh: Array) -> Array:
     """GRU, as ``torch.nn.GRU``::
 
         r = σ(W_ir x + b_ir + W_hr h + b_hr)
@@ -141,16 +147,58 @@ def gru_step(h: Array, gx: Array, w: CellWeights) -> Array:
         n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
         h' = (1 - z) ⊙ n + z ⊙ h
 
-    h: ``[B, H]``, gx: ``[B, 3H]`` in gate order ``r, z, n``. ``b_hn`` sits inside the
+    h: ``[B, H]``; gx, gh: ``[B, 3H]`` in gate order ``r, z, n``. ``b_hn`` sits inside the
     ``r ⊙ (…)``, which is why the two biases cannot be folded.
     """
-    gh = affine(h, w.weight_hh, w.bias_hh)  # [B, 3H]
     x_r, x_z, x_n = jnp.split(gx, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
     return (1.0 - z) * n + z * h
+
+
+def recurrent_projection(carry, w: CellWeights) -> Array:
+    """``gh = h @ W_hhᵀ + b_hh``: ``[B, G·H]`` — the only matmul inside the time loop."""
+    return affine(output_of(carry), w.weight_hh, w.bias_hh)
+
+
+def linear_step(h: Array, gx: Array, w: CellWeights) -> Array:
+    """:func:`linear_core` with ``gh = W_hh h + b_hh``; gx = ``W_ih x + b_ih``: ``[B, H]``."""
+    return linear_core(h, gx, recurrent_projection(h, w))
+
+
+def elman_step(h: Array, gx: Array, w: CellWeights, nonlinearity: str = "tanh") -> Array:
+    """:func:`elman_core` with ``gh = W_hh h + b_hh``; h, gx: ``[B, H]``."""
+    return elman_core(h, gx, recurrent_projection(h, w), nonlinearity)
+
+
+def lstm_step(carry: tuple[Array, Array], gx: Array, w: CellWeights) -> tuple[Array, Array]:
+    """:func:`lstm_core` with ``gh = W_hh h + b_hh``, then torch's projection if any::
+
+        h' = W_hr (o ⊙ tanh(c'))          (proj_size > 0: h is [B, P], W_hh [4H, P])
+
+    carry: ``(h [B, H|P], c [B, H])``, gx: ``[B, 4H]`` in gate order ``i, f, g, o``.
+    """
+    h, c = lstm_core(carry, gx, recurrent_projection(carry, w))
+    if w.weight_hr is not None:
+        h = affine(h, w.weight_hr)  # [B, P]
+    return h, c
+
+
+def gru_step(h: Array, gx: Array, w: CellWeights) -> Array:
+    """:func:`gru_core` with ``gh = W_hh h + b_hh``; h: ``[B, H]``, gx: ``[B, 3H]``."""
+    return gru_core(h, gx, recurrent_projection(h, w))
+
+
+def core_fn(mode: str) -> Callable:
+    """The elementwise core ``(carry, gx, gh) -> carry`` for a torch RNN mode."""
+    if mode in ("rnn_tanh", "rnn_relu"):
+        return functools.partial(elman_core, nonlinearity=mode.removeprefix("rnn_"))
+    cores = {"lstm": lstm_core, "gru": gru_core, "linear": linear_core}
+    if mode not in cores:
+        raise ValueError(f"mode must be one of {sorted(GATES)}, got {mode!r}")
+    return cores[mode]
 
 
 def step_fn(mode: str) -> Callable:

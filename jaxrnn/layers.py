@@ -16,6 +16,7 @@ time steps (``[T·B, I] @ [I, G·H]``) before the scan; only ``h @ W_hhᵀ`` run
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -24,13 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import cells
-from .scan import length_mask, linear_recurrence, masked_scan
+from .scan import length_mask, linear_recurrence, masked_scan, recurrent_scan
 
 Array = jax.Array
 
 
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def _is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool (``True`` would silently mean 1)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _validate_x(x, name: str = "x") -> Array:
@@ -95,7 +101,11 @@ class RNNBase(nn.Module, kw_only=True):
     Fields carry torch.nn's constructor names (keyword-only: torch's positional order starts
     with ``input_size``, which is inferred here). ``input_size``, when given, is checked
     against the input. ``unroll`` is passed to ``lax.scan``. ``dtype`` is the computation
-    dtype (``None``: the input's), ``param_dtype`` the parameters'.
+    dtype (``None``: the input's), ``param_dtype`` the parameters'. ``fused_backward`` runs
+    the time loop with :func:`jaxrnn.scan.recurrent_scan`, whose hand-written backward
+    computes the ``W_hh`` gradient as one matmul after the loop (same numbers, faster); set
+    it ``False`` for forward-mode autodiff (``jax.jvp``, ``jax.hessian``), which a
+    ``custom_vjp`` does not support. An LSTM with ``proj_size`` always uses plain autodiff.
 
     ``__call__(x, hx=None, *, lengths=None, deterministic=True) -> (output, h_n)``:
 
@@ -120,6 +130,7 @@ class RNNBase(nn.Module, kw_only=True):
     bidirectional: bool = False
     input_size: int | None = None
     unroll: int = 1
+    fused_backward: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -143,12 +154,14 @@ class RNNBase(nn.Module, kw_only=True):
 
     def _check_config(self):
         for field, value in (("hidden_size", self.hidden_size), ("num_layers", self.num_layers)):
-            if not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{field} must be a positive int, got {value!r}")
+        if self.input_size is not None and (not _is_int(self.input_size) or self.input_size < 0):
+            raise ValueError(f"input_size must be None or an int >= 0, got {self.input_size!r}")
         if not 0.0 <= self.dropout <= 1.0:
             raise ValueError(f"dropout must be in [0, 1], got {self.dropout}")
-        if self.unroll < 1:
-            raise ValueError(f"unroll must be >= 1, got {self.unroll}")
+        if not isinstance(self.unroll, (bool, int, np.integer)) or self.unroll < 1:
+            raise ValueError(f"unroll must be an int >= 1 (or True), got {self.unroll!r}")
 
     # -- the layer ---------------------------------------------------------------------
     @nn.compact
@@ -178,11 +191,8 @@ class RNNBase(nn.Module, kw_only=True):
                 w = self._weights(suffix, layer_input.shape[-1])
                 w = jax.tree.map(lambda a: a.astype(dtype), w)
                 gx = cells.affine(layer_input, w.weight_ih, w.bias_ih)  # [T, B, G·H]
-                step = lambda c, g, w=w: cells.step_fn(self._mode())(c, g, w)  # noqa: E731
-                carry, out = masked_scan(
-                    step, carries[layer * D + direction], gx, mask,
-                    reverse=bool(direction), unroll=self.unroll,
-                )  # fmt: skip
+                carry, out = self._scan(w, carries[layer * D + direction], gx, mask,
+                                        reverse=bool(direction))  # fmt: skip
                 outputs.append(out)
                 finals.append(carry)
             layer_input = jnp.concatenate(outputs, axis=-1) if D == 2 else outputs[0]
@@ -200,6 +210,15 @@ class RNNBase(nn.Module, kw_only=True):
         elif self.batch_first:
             out = jnp.swapaxes(out, 0, 1)
         return out, h_n
+
+    def _scan(self, w: cells.CellWeights, carry, gx: Array, mask, *, reverse: bool):
+        """One direction of one layer over time: ``(final carry, outputs [T, B, H])``."""
+        if self.fused_backward and w.weight_hr is None:
+            core = cells.core_fn(self._mode())
+            return recurrent_scan(core, carry, gx, w.weight_hh, w.bias_hh, mask,
+                                  reverse=reverse, unroll=self.unroll)  # fmt: skip
+        step = functools.partial(cells.step_fn(self._mode()), w=w)
+        return masked_scan(step, carry, gx, mask, reverse=reverse, unroll=self.unroll)
 
     def _weights(self, suffix: str, input_size: int) -> cells.CellWeights:
         if self.has_variable("params", "weight_ih" + suffix):
@@ -299,7 +318,8 @@ class LSTM(RNNBase, kw_only=True):
 
     def _check_config(self):
         super()._check_config()
-        if self.proj_size < 0 or (self.proj_size and self.proj_size >= self.hidden_size):
+        if (not _is_int(self.proj_size) or self.proj_size < 0
+                or (self.proj_size and self.proj_size >= self.hidden_size)):  # fmt: skip
             raise ValueError(
                 f"proj_size must be 0 or 0 < proj_size < hidden_size = {self.hidden_size}, "
                 f"got {self.proj_size}"
