@@ -1,4 +1,4 @@
-"""``jaxrnn list | train | eval | sample | export`` (also ``python -m jaxrnn``)."""
+"""``jaxrnn list | train | eval | sample | export | bench`` (also ``python -m jaxrnn``)."""
 
 from __future__ import annotations
 
@@ -70,16 +70,22 @@ def _cmd_list(args) -> int:
 
 def _cmd_train(args) -> int:
     from .interop import load_torch_state_dict
-    from .train import fit
+    from .train import fit, resume_config
 
     task = get_task(args.task)
-    config = task.Config(**parse_overrides(task.Config, args.set or []))
+    overrides = parse_overrides(task.Config, args.set or [])
     out = pathlib.Path(args.out or f"runs/{task.name}")
+    seed = 0 if args.seed is None else args.seed
+    if args.resume:  # the checkpoint's config and seed: --set names only what changes
+        config, seed = resume_config(task, out, overrides)
+        seed = seed if args.seed is None else args.seed
+    else:
+        config = task.Config(**overrides)
     init = load_torch_state_dict(args.init_from_torch) if args.init_from_torch else None
     print(f"training {task.name} → {out}")
     try:
-        result = fit(task, config, seed=args.seed, out_dir=out, resume=args.resume,
-                     init_state_dict=init)  # fmt: skip
+        result = fit(task, config, seed=seed, out_dir=out, resume=args.resume,
+                     init_state_dict=init, devices=args.devices)  # fmt: skip
     except KeyError as e:  # a state_dict that is not the model's: say which file
         if init is None or "state_dict" not in str(e):
             raise
@@ -120,6 +126,12 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.main(args.rows, steps=args.steps, rounds=args.rounds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxrnn", description="jaxrnn tasks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,11 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a task end to end")
     train.add_argument("task")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, help="default 0 (with --resume: the checkpoint's)")
     train.add_argument("--out", help="output directory (default runs/TASK)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from OUT's checkpoint, with its config (--set may change "
+                            "epochs and learning_rate)")  # fmt: skip
     train.add_argument("--init-from-torch", metavar="FILE.pt",
                        help="start from a torch state_dict of the task's reference model")  # fmt: skip
+    train.add_argument("--devices", type=int, metavar="N",
+                       help="data-parallel over N devices (batch split, params replicated); "
+                            "on a CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N")  # fmt: skip
     train.set_defaults(func=_cmd_train)
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
     ev.add_argument("task")
@@ -149,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     sm.add_argument("--seed", type=int, default=0)
     sm.set_defaults(func=_cmd_sample)
+    be = sub.add_parser("bench", help="time every task's train step against its torch model "
+                                      "(needs the parity extra)")  # fmt: skip
+    be.add_argument("rows", nargs="*", help="row ids or task names (default: all)")
+    be.add_argument("--steps", type=int, default=10, help="timed steps per round and column")
+    be.add_argument("--rounds", type=int, default=3, help="rounds (the column order alternates)")
+    be.set_defaults(func=_cmd_bench)
     return parser
 
 

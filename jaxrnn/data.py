@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 import hashlib
 import io
 import json
@@ -35,6 +36,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 
 __all__ = [
@@ -341,6 +343,9 @@ def _acl_tar_files(path: pathlib.Path) -> Iterator[tuple[str, bytes]]:
                     yield member.name, tar.extractfile(member).read()
     except tarfile.TarError as e:
         raise DataError(f"{path}: not a readable .tar.gz ({e})") from e
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # cut off, or damaged
+        raise DataError(f"{path}: truncated or corrupt .tar.gz ({type(e).__name__}: {e}); "
+                        "download it again") from e  # fmt: skip
 
 
 def _acl_imdb(files: Iterator[tuple[str, bytes]], root) -> tuple[list[str], list[int]]:

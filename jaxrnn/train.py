@@ -6,8 +6,9 @@ epoch, showing a tqdm bar, and writing to ``out_dir``:
 
 * ``metrics.json``  ``{"task", "config", "history", "final"}``;
 * ``loss.png``      the loss curve, plus each task's own pictures;
-* ``checkpoint.msgpack``  params, optimiser state, step, history and the effective config,
-  written atomically (temp file, fsync, rename) after every epoch;
+* ``checkpoint.msgpack``  params, optimiser state, step, history, seed and the effective
+  config, with a sha256 of its contents, written atomically (temp file, fsync, rename) after
+  every epoch; a truncated, damaged or foreign file is refused naming it;
 * ``best.msgpack``  for a task that selects (``Task.select``, e.g. ``"valid_accuracy"``): the
   best epoch's params, written atomically when an epoch improves on it. The checkpoint holds
   a copy too, so a resumed run keeps its best-so-far; the final ``evaluate`` uses them.
@@ -18,13 +19,21 @@ else ``"train"``; the task's ``batches`` hook cuts every split into batches.
 Randomness flows from one seed: the data from ``np.random.default_rng([seed, 0])``, the init
 from ``PRNGKey(seed)``, each epoch's shuffle from ``default_rng([seed, 1, epoch])`` and each
 step's key from ``fold_in(key, step)``. So ``resume=True`` continues bit-identically: the next
-step sees the same batch, key and state as in the uninterrupted run.
+step sees the same batch, key and state as in the uninterrupted run. A resume may change
+``epochs`` and ``learning_rate`` (:data:`RESUMABLE`), nothing else.
+
+Numerical faults: the jitted step applies no update when the loss or any gradient is
+non-finite, nor at any later step, and records the first such step in a small ``fault`` carry
+that stays on device; the host reads it once per epoch and raises :class:`NonFiniteError`
+naming the step. The epoch is then not checkpointed, so the last good checkpoint stays on disk
+(:func:`save_checkpoint` also refuses non-finite params).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -37,14 +46,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
+from flax import serialization, traverse_util
 from flax.training import train_state
 
+from . import parallel
 from .files import atomic_write, save_figure
 from .tasks.base import Batch, Task, TaskConfig, iterate_batches
 
 CHECKPOINT = "checkpoint.msgpack"
 BEST = "best.msgpack"
+RESUMABLE = ("epochs", "learning_rate")  # the config keys a resume may change
+META_KEYS = ("task", "config", "seed", "epoch", "history")  # every checkpoint's meta has them
+NO_FAULT = int(np.iinfo(np.int32).max)  # the fault carry's step while every step was finite
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or a gradient became NaN or infinite at training step ``step`` (1-based, as
+    the history's ``step``) of epoch ``epoch``; no update was applied from that step on."""
+
+    def __init__(self, message: str, *, step: int, epoch: int):
+        super().__init__(message)
+        self.step, self.epoch = step, epoch
 
 
 class TrainState(train_state.TrainState):
@@ -52,7 +74,7 @@ class TrainState(train_state.TrainState):
 
 
 def make_optimizer(config: TaskConfig) -> optax.GradientTransformation:
-    """Adam (torch's eps placement), with global-norm clipping first if ``grad_clip > 0``.
+    """Adam (torch's eps placement), with :func:`clip_grad_norm` first if ``grad_clip > 0``.
 
     ``weight_decay > 0`` gives AdamW with torch's decoupled decay (``p -= lr * wd * p``).
     """
@@ -68,8 +90,30 @@ def _optimizer(learning_rate: float, grad_clip: float, weight_decay: float):
     else:
         adam = optax.adam(learning_rate)
     if grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(grad_clip), adam)
+        return optax.chain(clip_grad_norm(grad_clip), adam)
     return adam
+
+
+# torch.nn.utils.clip_grad_norm_ (torch/nn/utils/clip_grad.py) adds 1e-6 to the norm
+TORCH_CLIP_EPS = 1e-6
+
+
+def clip_grad_norm(max_norm: float) -> optax.GradientTransformation:
+    """``g · min(1, max_norm / (‖g‖ + 1e-6))`` over all gradients: ``clip_grad_norm_`` exactly.
+
+    Not ``optax.clip_by_global_norm`` (``g · max_norm / ‖g‖`` when ``‖g‖ > max_norm``, no
+    1e-6): the clipped gradients would differ from torch's by a factor ``1 - 1e-6/‖g‖``, which
+    Adam with a large eps passes on (copy-masked's float64 20-step parity: 4.2e-8 against
+    4.2e-16 with this formula).
+    """
+
+    def update(updates, state, params=None):
+        del params
+        norm = optax.tree.norm(updates)
+        coef = jnp.minimum(max_norm / (norm + TORCH_CLIP_EPS), 1.0)
+        return jax.tree.map(lambda g: g * coef.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update)
 
 
 @functools.lru_cache(maxsize=16)
@@ -91,26 +135,50 @@ def make_steps(task: Task, model):
     gets the very functions ``fit`` compiled, and jit's cache is hit instead of recompiling.
     """
 
-    def train_step(state: TrainState, batch: Batch):
+    def train_step(state: TrainState, batch: Batch, fault: dict):
+        """One Optax update, skipped when the loss or a gradient is non-finite — and at every
+        step after that one, so the state stays the last good one. ``fault`` (see
+        :func:`no_fault`) records the first bad step and its loss, on device: no host sync."""
         key = jax.random.fold_in(state.key, state.step)
         grad_fn = jax.value_and_grad(task.loss, argnums=1, has_aux=True)
         (loss, metrics), grads = grad_fn(model, state.params, batch, key=key, train=True)
-        return state.apply_gradients(grads=grads), {"loss": loss, **metrics}
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        clean = fault["step"] == NO_FAULT
+        here = {"step": jnp.asarray(state.step + 1, jnp.int32), "loss": loss.astype(jnp.float32)}
+        fault = jax.tree.map(lambda new, old: jnp.where(clean & ~finite, new, old), here, fault)
+        updated = state.apply_gradients(grads=grads)
+        state = jax.tree.map(lambda new, old: jnp.where(clean & finite, new, old), updated, state)
+        return state, {"loss": loss, **metrics}, fault
 
     def eval_step(params, batch: Batch):
         loss, metrics = task.loss(model, params, batch, key=jax.random.key(0), train=False)
         return {"loss": loss, **metrics}
 
-    def train_epoch(state: TrainState, batches: Batch):
+    def train_epoch(state: TrainState, batches: Batch, fault: dict):
         """A whole epoch on device: ``lax.scan`` over ``[n_batches, batch, ...]`` arrays."""
-        state, metrics = jax.lax.scan(train_step, state, batches)
-        return state, jax.tree.map(jnp.mean, metrics)
+
+        def body(carry, batch):
+            state, metrics, fault = train_step(carry[0], batch, carry[1])
+            return (state, fault), metrics
+
+        (state, fault), metrics = jax.lax.scan(body, (state, fault), batches)
+        return state, jax.tree.map(jnp.mean, metrics), fault
 
     return (
-        jax.jit(train_step, donate_argnums=0),
+        jax.jit(train_step, donate_argnums=(0, 2)),
         jax.jit(eval_step),
-        jax.jit(train_epoch, donate_argnums=0),
+        jax.jit(train_epoch, donate_argnums=(0, 2)),
     )
+
+
+def no_fault() -> dict:
+    """The fault carry of the train step before any non-finite step."""
+    return {"step": jnp.asarray(NO_FAULT, jnp.int32), "loss": jnp.asarray(0.0, jnp.float32)}
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def evaluate_task(task: Task, model, params, split: Batch, batch_size: int) -> dict[str, float]:
@@ -144,23 +212,45 @@ def save_checkpoint(
     path: pathlib.Path, state: TrainState, meta: dict[str, Any], best_params=None
 ) -> None:
     """Write ``state``, ``meta`` (JSON-able) and the best params so far (if any) to ``path``
-    atomically (see :func:`atomic_write`)."""
-    payload = {"state": serialization.to_state_dict(state), "meta": json.dumps(meta)}
+    atomically (see :func:`atomic_write`). Non-finite params are refused (FloatingPointError)
+    and the previous file is kept."""
+    payload = {"state": _host_state_dict(state, path)}
     if best_params is not None:
-        payload["best"] = serialization.to_state_dict(best_params)
-    atomic_write(path, serialization.msgpack_serialize(payload))
+        payload["best"] = _host_state_dict(best_params, path)
+    atomic_write(path, _checkpoint_bytes(payload, meta))
 
 
 def save_params(path: pathlib.Path, params, meta: dict[str, Any]) -> None:
-    """Params alone, in the checkpoint layout (``{"state": {"params": ...}, "meta": ...}``):
+    """Params alone, in the checkpoint layout (``{"state": {"params": ...}}``):
     ``load_checkpoint`` and ``jaxrnn eval --checkpoint`` read it like a checkpoint."""
-    payload = {"state": {"params": serialization.to_state_dict(params)}, "meta": json.dumps(meta)}
-    atomic_write(path, serialization.msgpack_serialize(payload))
+    atomic_write(path, _checkpoint_bytes({"state": {"params": _host_state_dict(params, path)}},
+                                         meta))  # fmt: skip
+
+
+def _checkpoint_bytes(payload: dict, meta: dict) -> bytes:
+    """The file: ``{"meta": JSON, "body": msgpack of the payload, "sha256": of the body}``;
+    the digest catches a damaged body that would still parse (a flipped byte in a weight)."""
+    body = serialization.msgpack_serialize(payload)
+    digest = hashlib.sha256(body).hexdigest()
+    return serialization.msgpack_serialize({"meta": json.dumps(meta), "sha256": digest,
+                                            "body": body})  # fmt: skip
+
+
+def _host_state_dict(tree, path) -> dict:
+    """``tree``'s state dict as NumPy arrays; raises if a floating array is not finite."""
+    raw = jax.device_get(serialization.to_state_dict(tree))
+    for name, leaf in traverse_util.flatten_dict(raw, sep=".").items():
+        value = np.asarray(leaf)
+        if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+            raise FloatingPointError(f"refusing to write {path}: {name} has non-finite values; "
+                                     "the file on disk is left as it was")  # fmt: skip
+    return raw
 
 
 def read_checkpoint(path: pathlib.Path) -> tuple[dict, dict]:
     """The raw payload (``state``, optional ``best``) and the meta of a checkpoint file (or of
-    a run directory's ``checkpoint.msgpack``)."""
+    a run directory's ``checkpoint.msgpack``). A file that is not a whole jaxrnn checkpoint
+    (truncated, garbage, another format) raises ``ValueError`` naming it."""
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -170,13 +260,29 @@ def read_checkpoint(path: pathlib.Path) -> tuple[dict, dict]:
         payload = serialization.msgpack_restore(path.read_bytes())
         meta = json.loads(payload["meta"])
     except Exception as e:  # msgpack/JSON errors: say which file, and what it should be
-        raise ValueError(f"{path} is not a readable jaxrnn checkpoint ({e})") from e
+        raise ValueError(f"{path} is not a readable jaxrnn checkpoint ({type(e).__name__}: "
+                         f"{e}); expected a file written by jaxrnn train") from e  # fmt: skip
+    if "body" in payload:  # else the layout before digests: state and best beside meta
+        body = payload["body"]
+        digest = hashlib.sha256(body).hexdigest() if isinstance(body, bytes) else None
+        if digest is None or digest != payload.get("sha256"):
+            raise ValueError(f"{path} is corrupt: its contents have sha256 {digest}, the file "
+                             f"records {payload.get('sha256')}; use another copy")  # fmt: skip
+        payload = serialization.msgpack_restore(body)
+    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if not isinstance(payload.get("state"), dict) or "params" not in payload["state"]:
+        missing.insert(0, "state.params")
+    if missing:
+        raise ValueError(f"{path} is not a jaxrnn checkpoint: it lacks {', '.join(missing)}; "
+                         "expected a file written by jaxrnn train")  # fmt: skip
     return payload, meta
 
 
 def load_checkpoint(path: pathlib.Path, target: TrainState | None = None):
     """Read a checkpoint: ``(state, meta)``; with ``target`` the state is restored into its
     structure (shapes checked), else returned as a raw state dict."""
+    path = pathlib.Path(path)
+    path = path / CHECKPOINT if path.is_dir() else path
     payload, meta = read_checkpoint(path)
     if target is None:
         return payload["state"], meta
@@ -184,14 +290,30 @@ def load_checkpoint(path: pathlib.Path, target: TrainState | None = None):
 
 
 def _restore(target, raw, path, meta):
-    want = jax.tree.map(np.shape, serialization.to_state_dict(target))
-    got = jax.tree.map(np.shape, raw)
+    """``raw`` (a state dict) restored into ``target``'s structure; a checkpoint whose keys or
+    shapes differ from the model's is refused with the differences listed."""
+    want = _shapes(serialization.to_state_dict(target))
+    got = _shapes(raw)
     if want != got:
-        raise ValueError(
-            f"checkpoint {path} (task {meta.get('task')!r}) does not fit this model: "
-            f"parameter or optimiser shapes differ"
-        )
+        shapes = [f"{k}: checkpoint {got[k]}, model {want[k]}"
+                  for k in want if k in got and got[k] != want[k]]  # fmt: skip
+        missing = [k for k in want if k not in got]
+        extra = [k for k in got if k not in want]
+        parts = [f"{what} {_few(keys)}" for what, keys in
+                 (("shapes differ:", shapes), ("missing from the checkpoint:", missing),
+                  ("not in the model:", extra)) if keys]  # fmt: skip
+        raise ValueError(f"checkpoint {path} (task {meta.get('task')!r}) does not fit this "
+                         f"model: {'; '.join(parts)}")  # fmt: skip
     return serialization.from_state_dict(target, raw)
+
+
+def _shapes(state_dict) -> dict[str, Any]:
+    flat = traverse_util.flatten_dict(state_dict, keep_empty_nodes=True, sep=".")
+    return {k: "{}" if v is traverse_util.empty_node else np.shape(v) for k, v in flat.items()}
+
+
+def _few(items: list[str], n: int = 4) -> str:
+    return "; ".join(items[:n]) + (f" (and {len(items) - n} more)" if len(items) > n else "")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -264,8 +386,12 @@ def fit(
     progress: bool = True,
     max_epochs: int | None = None,
     init_state_dict=None,
+    devices: int | None = None,
 ) -> Result:
     """Train ``task`` with ``config`` (default: the task's) and evaluate it.
+
+    ``devices``: train data-parallel on that many devices (:mod:`jaxrnn.parallel`: each
+    batch split across them, the train state replicated); None trains on the default device.
 
     ``init_state_dict`` (a torch-named ``{name: array}``, e.g. a torch model's
     ``state_dict()``) replaces the initial params, matched by name with
@@ -276,9 +402,15 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    config = task.resolve(config or task.Config())
+    config = config or task.Config()
+    if not isinstance(config, task.Config):
+        raise TypeError(f"config must be a {task.Config.__name__} (task {task.name!r}), got "
+                        f"{type(config).__name__}")  # fmt: skip
+    config = task.resolve(config)
+    check_config(config)
     out = pathlib.Path(out_dir) if out_dir is not None else None
     data = task.data(config, np.random.default_rng([seed, 0]))
+    check_splits(task, data)
     task.check_data(data, config)
     model = shared(task.model(config))
     params = task.init(model, jax.random.PRNGKey(seed), task.init_batch(data, config))
@@ -298,37 +430,37 @@ def fit(
     history: list[dict] = []
     best = selection(task)
     start_epoch = 0
+    saved_epoch = None  # the epoch of the checkpoint on disk, for a fault's message
     if resume:
         if out is None or not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {out}")
-        state, meta = load_checkpoint(out / CHECKPOINT, state)
-        # Only ``epochs`` may differ: a finished run can be extended (the data, the shuffles
-        # and the step keys do not depend on it, so this continues bit-identically too).
-        ours = json.loads(json.dumps(config_to_dict(config)))
-        theirs = dict(meta["config"], epochs=ours["epochs"])
-        if meta["task"] != task.name or theirs != ours:
-            diff = {k: (meta["config"].get(k), v) for k, v in ours.items() if theirs.get(k) != v}
-            raise ValueError(
-                f"--resume: the checkpoint in {out} is for task {meta['task']!r} with another "
-                f"config ({{key: (checkpoint, now)}}: {diff}); only epochs may change"
-            )
+        payload, meta = read_checkpoint(out / CHECKPOINT)
+        check_resumable(task, config, seed, meta, out / CHECKPOINT)
+        state = _restore(state, payload["state"], out / CHECKPOINT, meta)
         history, start_epoch = meta["history"], meta["epoch"]
+        saved_epoch = start_epoch
         if start_epoch > config.epochs:
             raise ValueError(f"--resume: the checkpoint in {out} is at epoch {start_epoch}, "
                              f"beyond epochs={config.epochs}")  # fmt: skip
         state = state.replace(step=int(state.step))  # a Python int, as in create: no retrace
         if best is not None and meta.get("best", {}).get("epoch") is not None:
             best.epoch, best.value = meta["best"]["epoch"], meta["best"]["value"]
-            payload, _ = read_checkpoint(out / CHECKPOINT)
             best.params = _restore(params, payload["best"], out / CHECKPOINT, meta)
 
     train_step, eval_step, train_epoch = make_steps(task, model)
+    mesh = None
+    if devices is not None:
+        mesh = parallel.data_mesh(devices)
+        state = state.replace(**parallel.replicate(
+            {"params": state.params, "opt_state": state.opt_state, "key": state.key}, mesh))
     train_split = data["train"]
     eval_name = next(name for name in ("valid", "test", "train") if name in data)
     last_epoch = config.epochs if max_epochs is None else min(config.epochs, start_epoch + max_epochs)
     bar = tqdm(desc=task.name, disable=not progress, unit="step", dynamic_ncols=True)
     t0 = time.time()
+    fault = no_fault()
     for epoch in range(start_epoch, last_epoch):
+        epoch_start_step = int(state.step)
         batches = list(task.batches(train_split, config, np.random.default_rng([seed, 1, epoch])))
         if not batches:
             n = _size(train_split)
@@ -339,22 +471,34 @@ def fit(
             bar.n = bar.last_print_n = bar.initial
             bar.refresh()
         if config.on_device_epoch:
-            state, metrics = train_epoch(state, stack_batches(batches, task.name))
+            stacked = stack_batches(batches, task.name)
+            stacked = stacked if mesh is None else parallel.shard(stacked, mesh, axis=1)
+            state, metrics, fault = train_epoch(state, stacked, fault)
             bar.update(len(batches))
             train_metrics = {k: float(v) for k, v in metrics.items()}
         else:
             sums: dict[str, Any] = {}
             for batch in batches:
-                state, metrics = train_step(state, batch)
+                batch = batch if mesh is None else parallel.shard(batch, mesh)
+                state, metrics, fault = train_step(state, batch, fault)
                 sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
                 bar.update(1)
             train_metrics = {k: float(v) / len(batches) for k, v in sums.items()}
-        if not all(math.isfinite(v) for v in train_metrics.values()):
+        if int(fault["step"]) != NO_FAULT:  # one read per epoch, with the metrics'
             bar.close()
+            where = dict(epoch=epoch + 1, batch=int(fault["step"]) - epoch_start_step,
+                         n_batches=len(batches))  # fmt: skip
+            raise NonFiniteError(
+                _fault_message(task, config, int(fault["step"]), float(fault["loss"]), where,
+                               out, saved_epoch),
+                step=int(fault["step"]), epoch=epoch + 1,
+            )  # fmt: skip
+        if not all(math.isfinite(v) for v in train_metrics.values()):
+            bar.close()  # the loss and gradients were finite, a metric was not (e.g. 0/0)
             raise FloatingPointError(
                 f"{task.name}: non-finite training metrics at epoch {epoch + 1} "
-                f"(step {int(state.step)}): {train_metrics}. The last good checkpoint is kept; "
-                f"resume with a lower learning_rate (--set learning_rate=...)"
+                f"(step {int(state.step)}) although every step's loss and gradients were "
+                f"finite: {train_metrics}. Nothing was saved for this epoch."
             )
         evals = mean_metrics(eval_step, state.params, task.batches(data[eval_name], config, None))
         row = {
@@ -386,6 +530,7 @@ def fit(
                 bar.write(f"epoch {epoch + 1}: {report}")
         if out is not None:
             save_checkpoint(out / CHECKPOINT, state, meta, best.params if best else None)
+            saved_epoch = epoch + 1
     bar.close()
 
     params = best.params if best is not None and best.params is not None else state.params
@@ -399,6 +544,75 @@ def fit(
 
 def _size(split: Batch) -> int:
     return len(next(iter(split.values())))
+
+
+def _fault_message(task, config, step, loss, where, out, saved_epoch) -> str:
+    what = f"loss ({loss})" if not math.isfinite(loss) else f"gradients (loss {loss:.6g})"
+    if out is None:
+        kept = "Nothing was saved (no out_dir)."
+    elif saved_epoch is None:
+        kept = f"No checkpoint was written to {out}: no epoch finished."
+    else:
+        kept = f"The last good checkpoint, {out / CHECKPOINT} (epoch {saved_epoch}), is kept."
+    lower = f"{config.learning_rate / 10:g}"
+    how = (f"jaxrnn train {task.name} --out {out} --resume --set learning_rate={lower}"
+           if saved_epoch is not None else f"--set learning_rate={lower}")  # fmt: skip
+    return (
+        f"{task.name}: non-finite {what} at step {step} (epoch {where['epoch']}, batch "
+        f"{where['batch']} of {where['n_batches']}, learning_rate={config.learning_rate:g}); "
+        f"training stopped and no update was applied from that step on. {kept} Try a lower "
+        f"learning rate: {how} (in Python: fit(..., resume=True) with a lower learning_rate)."
+    )
+
+
+def check_config(config: TaskConfig) -> None:
+    """The engine's fields of a resolved config: clear errors before any data is built."""
+    for name in ("epochs", "batch_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    for name in ("learning_rate", "grad_clip", "weight_decay"):
+        value = getattr(config, name)
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+                or not math.isfinite(value) or value < 0):  # fmt: skip
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_splits(task: Task, data: dict) -> None:
+    """Every split has one row per example in each array, and at least one example."""
+    if "train" not in data:
+        raise ValueError(f"{task.name}: the data has no 'train' split (splits: {list(data)})")
+    for name, split in data.items():
+        sizes = {k: len(v) for k, v in split.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"{task.name}: the arrays of the {name!r} split differ in length "
+                             f"({sizes}); each needs one row per example")  # fmt: skip
+        if not sizes or not next(iter(sizes.values())):
+            raise ValueError(f"{task.name}: the {name!r} split is empty (0 examples); every split "
+                             "needs at least one: check the config's sizes and fractions")  # fmt: skip
+
+
+def check_resumable(task: Task, config: TaskConfig, seed: int, meta: dict, path) -> None:
+    """A checkpoint can be resumed with ``config`` if it is the same task, seed and config,
+    except for the keys in :data:`RESUMABLE` (``epochs``: extend a run; ``learning_rate``: e.g.
+    lower it after a fault; the optimiser state does not depend on either)."""
+    if meta["task"] != task.name:
+        raise ValueError(f"--resume: {path} holds a {meta['task']!r} checkpoint, not "
+                         f"{task.name!r}")  # fmt: skip
+    if meta["seed"] != seed:
+        raise ValueError(f"--resume: {path} was trained with seed {meta['seed']}, not {seed} "
+                         "(the data and shuffles depend on it)")  # fmt: skip
+    ours = json.loads(json.dumps(config_to_dict(config)))
+    theirs = meta["config"]
+    keys = [k for k in {**theirs, **ours} if k not in RESUMABLE]
+    diff = {k: (theirs.get(k, "<missing>"), ours.get(k, "<missing>"))
+            for k in keys if theirs.get(k) != ours.get(k)}  # fmt: skip
+    if diff:
+        raise ValueError(
+            f"--resume: the checkpoint in {pathlib.Path(path).parent} is for task "
+            f"{meta['task']!r} with another config ({{key: (checkpoint, now)}}: {diff}); only "
+            f"{' and '.join(RESUMABLE)} may change"
+        )
 
 
 def stack_batches(batches: list[Batch], task_name: str) -> Batch:
@@ -469,7 +683,7 @@ def restore_run(task_name: str, checkpoint: str | os.PathLike):
     payload, meta = read_checkpoint(pathlib.Path(checkpoint))
     if meta["task"] != task.name:
         raise ValueError(f"{checkpoint} holds a {meta['task']!r} checkpoint, not {task.name!r}")
-    config = config_from_meta(task, meta)
+    config = config_from_meta(task, meta, checkpoint)
     seed = meta["seed"]
     data = task.data(config, np.random.default_rng([seed, 0]))
     model = task.model(config)
@@ -489,8 +703,28 @@ def evaluate_checkpoint(task_name: str, checkpoint: str | os.PathLike) -> dict:
     return final
 
 
-def config_from_meta(task: Task, meta: dict) -> TaskConfig:
+def config_from_meta(task: Task, meta: dict, where=None) -> TaskConfig:
     """The effective config stored in a checkpoint's meta (JSON turned its tuples into lists;
-    they are turned back)."""
+    they are turned back). ``where`` (the file) is named in the error for unknown keys."""
+    known = {f.name for f in dataclasses.fields(task.Config)}
+    unknown = sorted(set(meta["config"]) - known)
+    if unknown:
+        raise ValueError(f"{where or 'the checkpoint'}: its config has keys that "
+                         f"{task.Config.__name__} does not know: {', '.join(unknown)} (another "
+                         f"task's checkpoint, or another jaxrnn version's?)")  # fmt: skip
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
     return task.Config(**fields)
+
+
+def resume_config(task: Task, out: str | os.PathLike, overrides: dict) -> tuple[TaskConfig, int]:
+    """The config and seed a ``--resume`` continues with: the checkpoint's own, with
+    ``overrides`` (``--set``) on top — ``fit`` then checks that only :data:`RESUMABLE` keys
+    changed."""
+    path = pathlib.Path(out) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {out}")
+    _, meta = read_checkpoint(path)
+    if meta["task"] != task.name:
+        raise ValueError(f"--resume: {path} holds a {meta['task']!r} checkpoint, not "
+                         f"{task.name!r}")  # fmt: skip
+    return config_from_meta(task, meta, path).replace(**overrides), meta["seed"]

@@ -68,10 +68,20 @@ class AdditionConfig(TaskConfig):
 
 
 def encode_strings(strings, alphabet: str, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Strings → ``[N, width]`` ids (alphabet index + 1, 0-padded) and their lengths."""
+    """Strings → ``[N, width]`` ids (alphabet index + 1, 0-padded) and their lengths.
+
+    A string longer than ``width`` (the model's input width) or with a character outside
+    ``alphabet`` raises ``ValueError`` naming it."""
     index = {ch: i + 1 for i, ch in enumerate(alphabet)}
     ids = np.zeros((len(strings), width), np.int32)
     for row, s in enumerate(strings):
+        if len(s) > width:
+            raise ValueError(f"strings[{row}] = {s!r} has {len(s)} characters; at most "
+                             f"width = {width} fit")  # fmt: skip
+        unknown = sorted(set(s) - set(index))
+        if unknown:
+            raise ValueError(f"strings[{row}] = {s!r} has characters outside the alphabet "
+                             f"{alphabet!r}: {unknown}")  # fmt: skip
         ids[row, : len(s)] = [index[ch] for ch in s]
     return ids, np.array([len(s) for s in strings], np.int32)
 

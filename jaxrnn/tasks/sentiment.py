@@ -120,8 +120,14 @@ def bucket_bounds(lengths: np.ndarray, buckets: int, longest: int) -> np.ndarray
 
 def encode_split(ids: list[list[int]], labels, bounds: np.ndarray) -> Batch:
     """``x [N, T]`` ids padded with ``PAD``, ``lengths [N]``, ``y [N]`` (1 = positive) and
-    ``width [N]``: the bound of each review's length bucket (T = ``bounds[-1]``)."""
+    ``width [N]``: the bound of each review's length bucket (T = ``bounds[-1]``). A review
+    longer than ``bounds[-1]`` raises ``ValueError``."""
     lengths = np.array([len(r) for r in ids], np.int32)
+    too_long = np.flatnonzero(lengths > bounds[-1])
+    if too_long.size:
+        i = int(too_long[0])
+        raise ValueError(f"review {i} has {lengths[i]} tokens; the longest bucket holds "
+                         f"{bounds[-1]} (bounds {bounds.tolist()}); {too_long.size} too long")  # fmt: skip
     x = np.full((len(ids), bounds[-1]), PAD, np.int32)
     for row, review in zip(x, ids):
         row[: len(review)] = review
