@@ -1,9 +1,10 @@
 """``python -m parity``: the parity report of jaxrnn against torch.nn, as tables.
 
 Two tables: the torch.nn layer configurations (parity/cases.py), then the task models (each
-jaxrnn task model against its seed's torch model, parity/tasks.py). One row per configuration
-or model and dtype with the worst relative error of each check, PASS/FAIL, then the worst
-error per check per dtype. Exits 1 if any check fails.
+jaxrnn task model against its seed's torch model, and charlm's Markov baseline against the
+seed's dict version, parity/tasks.py). One row per configuration or model and dtype with the
+worst relative error of each check, PASS/FAIL, then the worst error per check per dtype.
+Exits 1 if any check fails.
 
     python -m parity              every case and task model, float64 and float32
     python -m parity --quick      a handful of each
@@ -77,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = [(c, d) for c in (QUICK if args.quick else CASES) for d in DTYPES]
     runs = [(c, d) for c, d in runs if args.k in case_id(c, d)] if args.only != "tasks" else []
-    entries = [e for e in tasks.MODELS if not args.quick or e.id in tasks.QUICK]
-    task_runs = [(e, d) for e in entries for d in DTYPES if args.k in tasks.task_id(e, d)]
+    entries = [e for e in tasks.ROWS if not args.quick or e.id in tasks.QUICK]
+    task_runs = [(e, d) for e in entries for d in DTYPES
+                 if d in tasks.row_dtypes(e) and args.k in tasks.task_id(e, d)]  # fmt: skip
     task_runs = task_runs if args.only != "layers" else []
     if not runs and not task_runs:
         print(f"no case matches -k {args.k!r}", file=sys.stderr)
@@ -108,10 +110,11 @@ def task_table(runs) -> list[str]:
     """The table of task models (parity/tasks.py): the seed's torch model vs the jaxrnn task
     model; returns the labels of failed runs."""
     title = ("jaxrnn task models vs the seeds' torch models (parity/models.py): out = outputs "
-             "and loss, grads of the task loss, 20 Adam steps, decode = generation or greedy "
-             "tokens (tokens exact); same errors and tolerances")  # fmt: skip
+             "and loss, grads of the task loss, 20 Adam steps, decode = generation, greedy "
+             "or sampled tokens (tokens exact); markov: the seed's dict counts (exact) and "
+             "Witten-Bell probabilities vs jaxrnn.markov; same errors and tolerances")  # fmt: skip
     return table(title, "task model", "task-model runs", runs, tasks.task_id,
-                 tasks.run_task_model, TASK_COLUMNS, tasks.passed)  # fmt: skip
+                 tasks.run_row, TASK_COLUMNS, tasks.passed)  # fmt: skip
 
 
 def table(title, first, noun, runs, label_of, run, columns, passed) -> list[str]:

@@ -19,13 +19,18 @@ nn.LSTM()``) → ``index-recall``. Seed 001 ``HiHelloModel`` / ``HiHelloModel2``
 ``generate`` loop) → ``sinusoid``; ``SeqEncoder``, ``SeqDecoder``, ``SeqEncoderDecoder``, the
 built-in ``SeqEncoderRNN``, ``SeqDecoderRNN``, ``SeqEncoderDecoderRNN`` and the masked
 ``SeqEncoderRNNMasked``, ``SeqEncoderDecoderRNNMasked`` → ``copy``; ``SumRNN``, ``SumLSTM`` →
-``addition``. Not in the seeds: ``SeqEncoderMasked`` / ``SeqEncoderDecoderMasked`` (the seed's
+``addition``; ``PredictorLSTM`` (and its sampling loop, :func:`sample_chars`) → ``charlm``, with
+the seed's dict Markov model (``jaxrnn.markov.create_markov_dict``, verbatim there) smoothed one
+context at a time by :func:`markov_dict_probabilities`. Seed 004's ``emb`` / ``rnn`` / ``lin``
+(notebook globals) as one module, ``SentimentRNN``, per review (``do_rnn``) and packed →
+``sentiment``. Not in the seeds: ``SeqEncoderMasked`` / ``SeqEncoderDecoderMasked`` (the seed's
 masking on its own cell, jaxrnn's ``copy --set variant=masked``) and ``Seq2Seq`` (jaxrnn's
 improved ``addition`` model, in torch).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -565,3 +570,123 @@ class Seq2Seq(nn.Module):
             digits.append(previous)
             logits.append(step_logits)
         return torch.stack(digits, dim=1), torch.stack(logits, dim=1)
+
+
+# ----------------------------------------------------------------------------- seed 003: charlm
+
+
+class PredictorLSTM(nn.Module):
+    """Seed 003: ``embeddings[x]`` (a bare parameter, ``N(0, 1) · 0.01``) → ``nn.LSTM``
+    (batch_first) → ``hidden_to_output``: ``x [B, T]`` ids → logits ``[B, T, n_symbols]``."""
+
+    def __init__(self, n_symbols: int, n_hidden: int, n_layers: int = 1,
+                 embedding_size: int | None = None):  # fmt: skip
+        super().__init__()
+        self.n_symbols = n_symbols
+        self.n_hidden = n_hidden
+        self.n_layers = n_layers
+        self.embedding_size = embedding_size
+        self.build()
+
+    def build(self):
+        if self.embedding_size is None:
+            embedding_size = self.n_symbols
+        else:
+            embedding_size = self.embedding_size
+        self.embeddings = nn.Parameter(torch.randn(self.n_symbols, embedding_size) * 0.01)
+        self.rnn = nn.LSTM(input_size=embedding_size, hidden_size=self.n_hidden,
+                           batch_first=True, num_layers=self.n_layers)  # fmt: skip
+        self.hidden_to_output = nn.Linear(self.n_hidden, self.n_symbols)
+
+    def forward(self, x):
+        embedded = self.embeddings[x]
+        out, cell_hidden = self.rnn(embedded)
+        output = self.hidden_to_output(out.reshape(-1, self.n_hidden))
+        return output.reshape(out.shape[:2] + (self.n_symbols,))
+
+
+@torch.no_grad()
+def sample_chars(plstm: PredictorLSTM, prompt, uniforms, temperature: float, pad: int = 0):
+    """The seed's prediction loop — the whole prefix fed again for every new character,
+    ``pred_logits = plstm.forward(prediction_array[:, :i])[:, -1, :]`` — with two changes:
+    ``torch.multinomial`` becomes an inverse-CDF draw from the given ``uniforms [N]`` (so both
+    frameworks can use the same noise), at ``temperature`` (0: argmax); and id ``pad`` is
+    never drawn (the seed's ids start at 1, but it leaves id 0 a small probability).
+
+    ``prompt [P]`` ids → ``[N]`` new ids.
+    """
+    prediction_array = torch.zeros((1, len(prompt) + len(uniforms)), dtype=torch.long)
+    prediction_array[0, : len(prompt)] = prompt
+    for i in range(len(prompt), prediction_array.shape[1]):
+        pred_logits = plstm.forward(prediction_array[:, :i])[:, -1, :]
+        pred_logits[:, pad] = -torch.inf
+        if temperature == 0:
+            samples = pred_logits.argmax(1, keepdim=True)
+        else:
+            pred_prob = torch.softmax(pred_logits / temperature, dim=1)
+            cdf = torch.cumsum(pred_prob, dim=1)
+            u = uniforms[i - len(prompt)].reshape(1, 1)
+            samples = torch.searchsorted(cdf / cdf[:, -1:], u, right=True)
+            samples = samples.clamp(pad + 1, plstm.n_symbols - 1)
+        prediction_array[:, i] = samples[:, 0]
+    return prediction_array[0, len(prompt) :]
+
+
+def markov_dict_probabilities(markov_dicts: dict, n_unique: int, context: str, order: int):
+    """Interpolated Witten–Bell from the seed's dicts (``create_markov_dict`` per order,
+    ``markov_dicts[k]``), one context at a time in Python: ``P_order(· | context) [n_unique]``.
+
+    ``P_{-1} = 1/S``; for k = 0..order, if the last k characters of ``context`` were seen as a
+    key of ``markov_dicts[k]`` (counts ``n``, ``t`` of them nonzero):
+    ``P_k = (n + t · P_{k-1}) / (Σn + t)``; otherwise ``P_k = P_{k-1}``.
+    """
+    p = np.full(n_unique, 1.0 / n_unique)
+    for k in range(order + 1):
+        counts = markov_dicts[k].get(context[len(context) - k :]) if len(context) >= k else None
+        if counts is not None:
+            types = np.count_nonzero(counts)
+            p = (counts + types * p) / (counts.sum() + types)
+    return p
+
+
+# ----------------------------------------------------------------------------- seed 004
+
+
+class SentimentRNN(nn.Module):
+    """Seed 004's notebook globals ``emb``, ``rnn``, ``lin`` as one module (the attribute names
+    are the globals', so the ``state_dict`` keys are ``emb.weight``, ``rnn.weight_ih_l0``, …,
+    ``lin.weight``): ``Embedding(vocab_size + 1, emb_dim)`` → ``nn.RNN(emb_dim, hidden_dim)``
+    (``cell="lstm"``: ``nn.LSTM``, the task's variant) → ``Linear(hidden_dim, 1)``.
+
+    :meth:`do_rnn` is the seed's one review at a time (its "Faster RNNs" version, on
+    ``nn.RNN``); :meth:`forward` its batches: ``collate_fn`` packs the embedded reviews and
+    ``do_rnn(e)`` reads the final hidden state — here ``pack_padded_sequence`` of a padded
+    batch with ``lengths`` (unsorted, ``enforce_sorted=False``) in place of sorting and
+    ``pack_sequence``.
+    """
+
+    def __init__(self, vocab_size: int = 5000, emb_dim: int = 32, hidden_dim: int = 16,
+                 cell: str = "tanh"):  # fmt: skip
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size + 1, emb_dim)
+        self.rnn = nn.LSTM(emb_dim, hidden_dim) if cell == "lstm" else nn.RNN(emb_dim, hidden_dim)
+        self.lin = nn.Linear(hidden_dim, 1)
+
+    def final_hidden(self, rnn_output):
+        hidden = rnn_output[1]
+        return hidden[0] if isinstance(self.rnn, nn.LSTM) else hidden  # LSTM: (h_n, c_n)
+
+    def do_rnn(self, input_indices):
+        """One review, ``[T]`` ids → the logit ``z`` (a 0-d tensor)."""
+        input_indices_t = torch.as_tensor(input_indices, dtype=torch.long)
+        e = self.emb(input_indices_t)
+        hidden = self.final_hidden(self.rnn(e))[0, :]
+        z = torch.squeeze(self.lin(hidden))
+        return z
+
+    def forward(self, x, lengths):
+        """``x [B, T]`` padded ids, ``lengths [B]`` → logits ``[B]``, through a packed batch."""
+        e = pack_padded_sequence(self.emb(x), lengths.cpu(), batch_first=True,
+                                 enforce_sorted=False)  # fmt: skip
+        hidden_all = self.final_hidden(self.rnn(e))  # [1, B, H], in the batch's order
+        return self.lin(hidden_all)[0, :, 0]

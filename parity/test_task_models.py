@@ -1,29 +1,34 @@
 """Whole task models: each jaxrnn task model against its seed's PyTorch model.
 
 ``test_task_model`` runs every check of ``parity/tasks.py`` (names, round trip, outputs and
-loss, gradients of the task loss, 20 Adam steps, generation / greedy decoding) on each entry
-of ``parity.tasks.MODELS`` in float64 and float32. The other tests: the registry covers the
-synthetic tasks and every seed class, a mismatched state_dict is a clear error, and the checks
-can fail.
+loss, gradients of the task loss, 20 Adam steps, generation / greedy decoding / sampling) on
+each entry of ``parity.tasks.MODELS`` in float64 and float32; ``test_markov_baseline`` the
+charlm Markov row. The other tests: the registry covers every task and every seed class, a
+mismatched state_dict is a clear error, the checks can fail, and adam20's gradient clipping
+is torch's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 import jaxrnn  # noqa: E402
+from jaxrnn.tasks import MODULES, load_all  # noqa: E402
+from jaxrnn.tasks.base import TASKS, get_task  # noqa: E402
+from parity import __main__ as report_main  # noqa: E402
 from parity import models, tasks  # noqa: E402
 from parity.cases import DTYPES  # noqa: E402
 from parity.checks import parity_mode  # noqa: E402
-from jaxrnn.tasks.base import get_task  # noqa: E402
-
-SYNTHETIC = {"index-recall", "hihello", "bitflip", "sinusoid", "copy", "addition"}
 
 
 @pytest.mark.parametrize(
@@ -39,12 +44,34 @@ def test_task_model(entry, dtype, parity_mode):
     ]
     assert not problems, f"{tasks.task_id(entry, dtype)}\n  " + "\n  ".join(problems)
     assert set(report.errors) == set(tasks.CHECKS) - ({"decode"} if entry.decode is None else set())
+    task = get_task(entry.task)
+    if task.resolve(task.Config().replace(**entry.config)).grad_clip:  # must act at least once
+        clipped = int(re.match(r"(\d+) of", report.notes["clipped"])[1])
+        assert clipped > 0, report.notes["clipped"]
 
 
-def test_registry_covers_the_synthetic_tasks():
-    assert {e.task for e in tasks.MODELS} >= SYNTHETIC
-    assert len({e.id for e in tasks.MODELS}) == len(tasks.MODELS)
-    assert set(tasks.QUICK) <= {e.id for e in tasks.MODELS}
+def test_markov_baseline(monkeypatch):
+    """The Markov row: the seed's dict counts exactly, its Witten–Bell probabilities and bits
+    per character within float64 tolerance; a row of ``python -m parity``; and it fails when
+    the reference moves by 1e-9."""
+    report = tasks.run_markov(tasks.MARKOV, "float64")
+    assert not report.failures("float64"), report
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert report_main.main(["--only", "tasks", "-k", "markov"]) == 0
+    assert re.search(r"^markov-f64 .* PASS$", out.getvalue(), re.MULTILINE), out.getvalue()
+
+    reference = models.markov_dict_probabilities
+    monkeypatch.setattr(models, "markov_dict_probabilities",
+                        lambda *args: reference(*args) * (1 + 1e-9))  # fmt: skip
+    assert tasks.run_markov(tasks.MARKOV, "float64").failures("float64") == ["out"]
+
+
+def test_registry_covers_every_task():
+    load_all()
+    assert {e.task for e in tasks.MODELS} == set(TASKS) and len(TASKS) == len(MODULES)
+    assert len({e.id for e in tasks.ROWS}) == len(tasks.ROWS)
+    assert set(tasks.QUICK) <= {e.id for e in tasks.ROWS}
     built = set()
     for entry in tasks.MODELS:
         task = get_task(entry.task)
@@ -55,6 +82,7 @@ def test_registry_covers_the_synthetic_tasks():
         "CustomRNNCell", "BitFlipModel", "LinRNN", "SeqEncoder", "SeqDecoder",
         "SeqEncoderDecoder", "SeqEncoderRNN", "SeqDecoderRNN", "SeqEncoderDecoderRNN",
         "SeqEncoderRNNMasked", "SeqEncoderDecoderRNNMasked", "SumRNN", "SumLSTM", "Seq2Seq",
+        "PredictorLSTM", "SentimentRNN",
     }  # fmt: skip
     assert seed_classes <= built, f"no row builds {sorted(seed_classes - built)}"
 
@@ -116,3 +144,23 @@ def _nudge(rnn, args):
         rnn._nudged = True
         with torch.no_grad():
             rnn.weight_hh_l0[0, 0] += 1e-6
+
+
+def test_sampling_check_can_fail():
+    """charlm's decode compares characters drawn with the same noise: a torch sampler fed
+    other uniforms (each shifted by 0.5, mod 1) draws other characters, and decode is inf."""
+    entry = next(e for e in tasks.MODELS if e.id == "charlm")
+
+    def other_noise(module, b, config):
+        u = (np.array(tasks.charlm_uniforms()) + 0.5) % 1.0
+        prompt = b["x"][0, : tasks.PROMPT_LENGTH]
+        return {"tokens": torch.stack([models.sample_chars(module, prompt, torch.from_numpy(u), t)
+                                       for t in tasks.sampling_temperatures(config)])}  # fmt: skip
+
+    shifted = dataclasses.replace(entry, decode=tasks.Decode(other_noise, tasks.charlm_sample_jax))
+    with parity_mode("float32"):  # the jitted step of test_task_model[charlm-f32], if it ran
+        report = tasks.run_task_model(shifted, "float32")
+    assert report.failures("float32") == ["decode"], report.errors
+    assert "tokens differ" in report.notes["decode"]
+
+
