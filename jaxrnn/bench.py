@@ -159,9 +159,10 @@ def workload(row: Row, tmp: pathlib.Path) -> Iterator[tuple[Task, TaskConfig, st
 def stand_in_text() -> str:
     """Random characters over an 81-symbol alphabet (Shakespeare's size), with line breaks."""
     rng = np.random.default_rng(0)
-    alphabet = np.array(list("\n !&',-.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                             "0123456789$3[]_()\"*/"))  # fmt: skip
-    return "".join(rng.choice(alphabet[:81], STAND_IN_CHARS))
+    alphabet = list("\n !&',-.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                    "0123456789$[]_()\"*")  # fmt: skip
+    assert len(set(alphabet)) == len(alphabet) == 81
+    return "".join(rng.choice(np.array(alphabet), STAND_IN_CHARS))
 
 
 def stand_in_reviews() -> str:
