@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import jaxrnn
+from jaxrnn.bench import timed
 
 
 def wait_idle(max_load: float = 0.6, timeout: float = 60.0) -> float:
@@ -75,15 +76,6 @@ def torch_step(lstm, x):
     return run
 
 
-def time_it(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def bench(B: int, T: int, H: int, L: int, repeats: int, rounds: int) -> dict:
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((T, B, H)).astype(np.float32)
@@ -105,7 +97,7 @@ def bench(B: int, T: int, H: int, L: int, repeats: int, rounds: int) -> dict:
     for r in range(rounds):
         wait_idle()
         for name in order if r % 2 == 0 else order[::-1]:
-            samples[name] += time_it(fns[name], repeats)
+            samples[name] += timed(fns[name], repeats)
     return {name: (statistics.median(s), min(s), max(s)) for name, s in samples.items()} | {
         "compile": compile_s
     }

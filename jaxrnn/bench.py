@@ -135,8 +135,7 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
 # ----------------------------------------------------------------------------- data
 
 
-@contextlib.contextmanager
-def workload(row: Row, tmp: pathlib.Path) -> Iterator[tuple[Task, TaskConfig, str]]:
+def workload(row: Row, tmp: pathlib.Path) -> tuple[Task, TaskConfig, str]:
     """The row's task and resolved default config; a stand-in corpus if the real one is not
     cached (``source`` says which)."""
     task = get_task(row.task)
@@ -153,7 +152,7 @@ def workload(row: Row, tmp: pathlib.Path) -> Iterator[tuple[Task, TaskConfig, st
                 path.write_text(stand_in_text() if row.task == "charlm" else stand_in_reviews())
             config = dataclasses.replace(config, **{corpus_field: str(path)})
             source = f"stand-in for {name}"
-    yield task, task.resolve(config), source
+    return task, task.resolve(config), source
 
 
 def stand_in_text() -> str:
@@ -332,35 +331,33 @@ class Result(NamedTuple):
 
 
 def bench_row(row: Row, steps: int, rounds: int, tmp: pathlib.Path) -> Result:
-    with workload(row, tmp) as (task, config, source):
-        batches = train_batches(task, config, max(steps, 4))
-        runs, compile_s = {}, {}
+    task, config, source = workload(row, tmp)
+    batches = train_batches(task, config, max(steps, 4))
+    runs, compile_s = {}, {}
 
-        def warm(name, make):
-            t0 = time.perf_counter()
-            run = make()
+    def warm(name, make):
+        t0 = time.perf_counter()
+        run = make()
+        run()
+        compile_s[name] = time.perf_counter() - t0
+        for _ in batches:  # every batch shape (sentiment's buckets) compiles before timing
             run()
-            compile_s[name] = time.perf_counter() - t0
-            for _ in range(len({_shapes(b) for b in batches})):  # each batch shape compiles once
-                run()
-            for _ in batches:
-                run()
-            runs[name] = run
+        runs[name] = run
 
-        warm("jaxrnn", lambda: jax_step(task, task.model(config), config, batches))
-        with autodiff_layers():
-            warm("autodiff", lambda: jax_step(task, task.model(config), config, batches))
-        with flax_layers(row.task) as swapped:
-            if swapped:
-                warm("flax", lambda: jax_step(task, task.model(config), config, batches))
-        warm("torch", lambda: torch_step(row, config, batches))
-        gflop = runs["jaxrnn"].flops() / 1e9
+    warm("jaxrnn", lambda: jax_step(task, task.model(config), config, batches))
+    with autodiff_layers():
+        warm("autodiff", lambda: jax_step(task, task.model(config), config, batches))
+    with flax_layers(row.task) as swapped:
+        if swapped:
+            warm("flax", lambda: jax_step(task, task.model(config), config, batches))
+    warm("torch", lambda: torch_step(row, config, batches))
+    gflop = runs["jaxrnn"].flops() / 1e9
 
-        samples: dict[str, list[float]] = {name: [] for name in runs}
-        order = list(runs)
-        for r in range(rounds):
-            for name in order if r % 2 == 0 else order[::-1]:
-                samples[name] += timed(runs[name], steps)
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            samples[name] += timed(runs[name], steps)
     ms = {name: 1e3 * statistics.median(s) for name, s in samples.items()}
     return Result(ms, compile_s, gflop, source)
 
@@ -396,7 +393,6 @@ def time_to_target(target: Target, tmp: pathlib.Path) -> dict[str, tuple[float, 
     generators. After each epoch the clock stops and the current weights (torch's converted
     with ``state_dict_to_params``) are scored by the same jitted eval step.
     """
-    import torch
     from parity import tasks as ptasks
 
     from .interop import state_dict_to_params
@@ -405,59 +401,55 @@ def time_to_target(target: Target, tmp: pathlib.Path) -> dict[str, tuple[float, 
     row = next(r for r in ROWS if r.id == target.row)
     entry = next(e for e in ptasks.MODELS if e.id == row.parity)
     out = {}
-    with workload(row, tmp) as (task, config, _):
-        data = task.data(config, np.random.default_rng([0, 0]))
-        eval_name, _, metric = target.metric.partition("_")
-        model = task.model(config)
-        like = task.init(model, jax.random.key(0), task.init_batch(data, config))
-        module = ptasks.torch_reference(entry, config, "float32", np.random.default_rng(0))
-        start = state_dict_to_params(module.state_dict(), like=like)
-        train_step, eval_step, _ = make_steps.__wrapped__(task, model)
+    task, config, _ = workload(row, tmp)
+    data = task.data(config, np.random.default_rng([0, 0]))
+    eval_name, _, metric = target.metric.partition("_")
+    model = task.model(config)
+    like = task.init(model, jax.random.key(0), task.init_batch(data, config))
+    module = ptasks.torch_reference(entry, config, "float32", np.random.default_rng(0))
+    start = state_dict_to_params(module.state_dict(), like=like)
+    train_step, eval_step, _ = make_steps.__wrapped__(task, model)
 
-        def score(params) -> float:
-            batches = task.batches(data[eval_name], config, None)
-            return mean_metrics(eval_step, params, batches)[metric]
+    def score(params) -> float:
+        batches = task.batches(data[eval_name], config, None)
+        return mean_metrics(eval_step, params, batches)[metric]
 
-        def epochs():
-            for epoch in range(target.epochs):
-                yield epoch, list(task.batches(data["train"], config,
-                                               np.random.default_rng([0, 1, epoch])))  # fmt: skip
+    def epochs():
+        for epoch in range(target.epochs):
+            yield epoch, list(task.batches(data["train"], config,
+                                           np.random.default_rng([0, 1, epoch])))  # fmt: skip
 
-        # jaxrnn: the engine's step
-        state = TrainState.create(apply_fn=model.apply, params=start,
-                                  tx=make_optimizer(config), key=jax.random.key(1))  # fmt: skip
-        fault, clock, reached = no_fault(), 0.0, None
-        for epoch, batches in epochs():
-            t0 = time.perf_counter()
-            for b in batches:
-                state, metrics, fault = train_step(state, b, fault)
-                if "compile" not in out:
-                    out["compile"] = (time.perf_counter() - t0, None)
-            jax.block_until_ready(state.params)
-            clock += time.perf_counter() - t0
-            if score(state.params) >= target.value:
-                reached = epoch + 1
-                break
-        out["jaxrnn"] = (clock, reached)
+    # jaxrnn: the engine's step
+    state = TrainState.create(apply_fn=model.apply, params=start,
+                              tx=make_optimizer(config), key=jax.random.key(1))  # fmt: skip
+    fault, clock, reached = no_fault(), 0.0, None
+    for epoch, batches in epochs():
+        t0 = time.perf_counter()
+        for b in batches:
+            state, metrics, fault = train_step(state, b, fault)
+            if "compile" not in out:
+                out["compile"] = (time.perf_counter() - t0, None)
+        jax.block_until_ready(state.params)
+        clock += time.perf_counter() - t0
+        if score(state.params) >= target.value:
+            reached = epoch + 1
+            break
+    out["jaxrnn"] = (clock, reached)
 
-        # torch: the seed's model, criterion and optimiser
-        run = torch_step(row, config, [], module=module)
-        clock, reached = 0.0, None
-        for epoch, batches in epochs():
-            t0 = time.perf_counter()
-            for b in batches:
-                run(ptasks.to_torch(b, "float32"))
-            clock += time.perf_counter() - t0
-            params = state_dict_to_params(module.state_dict(), like=like)
-            if score(params) >= target.value:
-                reached = epoch + 1
-                break
-        out["torch"] = (clock, reached)
+    # torch: the seed's model, criterion and optimiser
+    run = torch_step(row, config, [], module=module)
+    clock, reached = 0.0, None
+    for epoch, batches in epochs():
+        t0 = time.perf_counter()
+        for b in batches:
+            run(ptasks.to_torch(b, "float32"))
+        clock += time.perf_counter() - t0
+        params = state_dict_to_params(module.state_dict(), like=like)
+        if score(params) >= target.value:
+            reached = epoch + 1
+            break
+    out["torch"] = (clock, reached)
     return out
-
-
-def _shapes(batch: dict) -> tuple:
-    return tuple(sorted((k, np.shape(v)) for k, v in batch.items()))
 
 
 def versions() -> str:
@@ -487,6 +479,12 @@ def main(only: list[str] | None = None, steps: int = 10, rounds: int = 3,
     return 0
 
 
+def print_header(header: str) -> None:
+    """A markdown table's header row and its rule."""
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|", flush=True)
+
+
 def print_steps(rows: list[Row], steps: int, rounds: int, tmp: pathlib.Path) -> None:
     peak = matmul_peak()
     print(f"# jaxrnn bench — train step per batch, median ms; {versions()}")
@@ -494,8 +492,7 @@ def print_steps(rows: list[Row], steps: int, rounds: int, tmp: pathlib.Path) -> 
           f"{steps} steps x {rounds} rounds per column")  # fmt: skip
     header = ("| model | batch | jaxrnn ms | autodiff ms | flax ms | torch ms | torch/jaxrnn "
               "| flax/jaxrnn | GFLOP | %peak | compile s | data |")  # fmt: skip
-    print(header)
-    print("|---" * (header.count("|") - 1) + "|", flush=True)
+    print_header(header)
     for row in rows:
         r = bench_row(row, steps, rounds, tmp)
         ms = r.ms
@@ -514,8 +511,7 @@ def print_targets(targets: list[Target], tmp: pathlib.Path) -> None:
           f"evaluation excluded), same start weights and batches; {versions()}")  # fmt: skip
     header = ("| model | target | jaxrnn s (epoch) | of which compile s | torch s (epoch) "
               "| torch/jaxrnn |")  # fmt: skip
-    print(header)
-    print("|---" * (header.count("|") - 1) + "|", flush=True)
+    print_header(header)
     for target in targets:
         r = time_to_target(target, tmp)
         cell = lambda k: f"{r[k][0]:.1f} ({r[k][1] or f'not in {target.epochs}'})"  # noqa: E731
