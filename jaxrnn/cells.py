@@ -89,7 +89,7 @@ def make_weights(
 
 # ----------------------------------------------------------------------------- pure steps
 #
-# Each recurrence is written twice, once as a ``core`` and once as a ``step``:
+# Each recurrence is written as a ``core`` and a ``step``:
 #
 #     core(carry, gx, gh) -> carry     the elementwise part, given both projections
 #     step(carry, gx, w)  =  core(carry, gx, gh = h @ W_hhᵀ + b_hh)
@@ -132,11 +132,17 @@ def lstm_core(carry: tuple[Array, Array], gx: Array, gh: Array) -> tuple[Array, 
 
     carry: ``(h [B, H], c [B, H])``; gx, gh: ``[B, 4H]`` in gate order ``i, f, g, o``.
     """
+    return lstm_core_fwd(carry, gx, gh)[0]
+
+
+def lstm_core_fwd(carry: tuple[Array, Array], gx: Array, gh: Array):
+    """:func:`lstm_core` and the residuals ``(i, f, g, o, c, tanh c')`` of its backward."""
     _, c = carry
     i, f, g, o = jnp.split(gx + gh, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-    c = f * c + i * g
-    return o * jnp.tanh(c), c
+    c_new = f * c + i * g
+    tanh_c = jnp.tanh(c_new)
+    return (o * tanh_c, c_new), (i, f, g, o, c, tanh_c)
 
 
 def gru_core(h: Array, gx: Array, gh: Array) -> Array:
@@ -150,12 +156,117 @@ def gru_core(h: Array, gx: Array, gh: Array) -> Array:
     h: ``[B, H]``; gx, gh: ``[B, 3H]`` in gate order ``r, z, n``. ``b_hn`` sits inside the
     ``r ⊙ (…)``, which is why the two biases cannot be folded.
     """
+    return gru_core_fwd(h, gx, gh)[0]
+
+
+def gru_core_fwd(h: Array, gx: Array, gh: Array):
+    """:func:`gru_core` and the residuals ``(r, z, n, W_hn h + b_hn, h)`` of its backward."""
     x_r, x_z, x_n = jnp.split(gx, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
-    return (1.0 - z) * n + z * h
+    return (1.0 - z) * n + z * h, (r, z, n, h_n, h)
+
+
+# ----------------------------------------------------------------------------- core VJPs
+#
+# ``scan.recurrent_scan`` differentiates the cores by hand. Each ``*_core_fwd`` returns the
+# new carry and what its backward needs (activated gates, no pre-activations), so the backward
+# loop evaluates no transcendental function; each ``*_core_bwd`` takes those residuals and the
+# cotangent of the new carry and returns ``(d_carry, d_gx, d_gh)``, where ``d_carry`` is the
+# elementwise part only (``h`` also reaches ``gh = h W_hhᵀ``; the scan adds that path).
+# ``tests/test_cells.py`` checks each against ``jax.vjp`` of its core.
+
+
+def linear_core_fwd(h: Array, gx: Array, gh: Array):
+    return linear_core(h, gx, gh), None
+
+
+def linear_core_bwd(res, d_h: Array):
+    """``h' = gx + gh``: both get ``d_h'``; the old ``h`` only reaches ``h'`` through gh."""
+    del res
+    return jnp.zeros_like(d_h), d_h, d_h
+
+
+def elman_core_fwd(h: Array, gx: Array, gh: Array, nonlinearity: str = "tanh"):
+    h = elman_core(h, gx, gh, nonlinearity)
+    return h, h
+
+
+def elman_core_bwd(h: Array, d_h: Array, nonlinearity: str = "tanh"):
+    """``d_a = d_h' ⊙ act'(a)`` from ``h' = act(a)``: ``1 - h'²`` (tanh), ``[h' > 0]`` (relu)."""
+    d_a = d_h * (1 - h * h) if nonlinearity == "tanh" else jnp.where(h > 0, d_h, 0)
+    return jnp.zeros_like(d_h), d_a, d_a
+
+
+def lstm_core_bwd(res, d_carry: tuple[Array, Array]):
+    """Backward of :func:`lstm_core` from its activated gates::
+
+        d_o = d_h' ⊙ tanh c'                 d_c = d_c' + d_h' ⊙ o ⊙ (1 - tanh² c')
+        d_i = d_c ⊙ g    d_g = d_c ⊙ i    d_f = d_c ⊙ c    d_c_prev = d_c ⊙ f
+
+    then through σ' = σ(1 - σ) and tanh' = 1 - tanh², in gate order ``i, f, g, o``.
+    """
+    i, f, g, o, c, tanh_c = res
+    d_h, d_c = d_carry
+    d_c = d_c + d_h * o * (1 - tanh_c * tanh_c)
+    d_gates = jnp.concatenate(
+        [
+            d_c * g * i * (1 - i),
+            d_c * c * f * (1 - f),
+            d_c * i * (1 - g * g),
+            d_h * tanh_c * o * (1 - o),
+        ],
+        axis=-1,
+    )  # [B, 4H]
+    return (jnp.zeros_like(d_h), d_c * f), d_gates, d_gates
+
+
+def gru_core_bwd(res, d_h: Array):
+    """Backward of :func:`gru_core` from its activated gates::
+
+        d_n = d_h' ⊙ (1 - z)    d_z = d_h' ⊙ (h - n)    d_h_prev = d_h' ⊙ z
+        d_a_n = d_n ⊙ (1 - n²)  → d_gx_n = d_a_n,  d_gh_n = d_a_n ⊙ r,  d_r = d_a_n ⊙ h_n
+
+    with ``r, z`` through σ' = σ(1 - σ); the ``r, z`` blocks of ``d_gx`` and ``d_gh`` are equal.
+    """
+    r, z, n, h_n, h = res
+    d_a_n = d_h * (1 - z) * (1 - n * n)
+    d_r = d_a_n * h_n * r * (1 - r)
+    d_z = d_h * (h - n) * z * (1 - z)
+    d_gx = jnp.concatenate([d_r, d_z, d_a_n], axis=-1)  # [B, 3H]
+    d_gh = jnp.concatenate([d_r, d_z, d_a_n * r], axis=-1)
+    return d_h * z, d_gx, d_gh
+
+
+class CoreVJP(NamedTuple):
+    """A core with its hand-written derivative, for :func:`jaxrnn.scan.recurrent_scan`.
+
+    ``fwd(carry, gx, gh) -> (carry, residuals)``; ``bwd(residuals, d_carry) -> (d_carry,
+    d_gx, d_gh)``. Hashable (module-level functions), so it can be a static argument.
+    """
+
+    fwd: Callable
+    bwd: Callable
+
+
+def core_vjp(mode: str) -> CoreVJP:
+    """The core of a torch RNN mode with its hand-written backward."""
+    if mode in ("rnn_tanh", "rnn_relu"):
+        nonlinearity = mode.removeprefix("rnn_")
+        return CoreVJP(
+            functools.partial(elman_core_fwd, nonlinearity=nonlinearity),
+            functools.partial(elman_core_bwd, nonlinearity=nonlinearity),
+        )
+    pairs = {
+        "lstm": (lstm_core_fwd, lstm_core_bwd),
+        "gru": (gru_core_fwd, gru_core_bwd),
+        "linear": (linear_core_fwd, linear_core_bwd),
+    }
+    if mode not in pairs:
+        raise ValueError(f"mode must be one of {sorted(GATES)}, got {mode!r}")
+    return CoreVJP(*pairs[mode])
 
 
 def recurrent_projection(carry, w: CellWeights) -> Array:
@@ -189,16 +300,6 @@ def lstm_step(carry: tuple[Array, Array], gx: Array, w: CellWeights) -> tuple[Ar
 def gru_step(h: Array, gx: Array, w: CellWeights) -> Array:
     """:func:`gru_core` with ``gh = W_hh h + b_hh``; h: ``[B, H]``, gx: ``[B, 3H]``."""
     return gru_core(h, gx, recurrent_projection(h, w))
-
-
-def core_fn(mode: str) -> Callable:
-    """The elementwise core ``(carry, gx, gh) -> carry`` for a torch RNN mode."""
-    if mode in ("rnn_tanh", "rnn_relu"):
-        return functools.partial(elman_core, nonlinearity=mode.removeprefix("rnn_"))
-    cores = {"lstm": lstm_core, "gru": gru_core, "linear": linear_core}
-    if mode not in cores:
-        raise ValueError(f"mode must be one of {sorted(GATES)}, got {mode!r}")
-    return cores[mode]
 
 
 def step_fn(mode: str) -> Callable:

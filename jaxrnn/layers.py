@@ -214,7 +214,7 @@ class RNNBase(nn.Module, kw_only=True):
     def _scan(self, w: cells.CellWeights, carry, gx: Array, mask, *, reverse: bool):
         """One direction of one layer over time: ``(final carry, outputs [T, B, H])``."""
         if self.fused_backward and w.weight_hr is None:
-            core = cells.core_fn(self._mode())
+            core = cells.core_vjp(self._mode())
             return recurrent_scan(core, carry, gx, w.weight_hh, w.bias_hh, mask,
                                   reverse=reverse, unroll=self.unroll)  # fmt: skip
         step = functools.partial(cells.step_fn(self._mode()), w=w)

@@ -18,7 +18,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from .cells import affine, output_of
+from .cells import CoreVJP, affine, output_of
 
 Array = jax.Array
 
@@ -66,7 +66,7 @@ def masked_scan(
 
 
 def recurrent_scan(
-    core: Callable,
+    core: CoreVJP,
     carry,
     gx: Array,
     weight_hh: Array,
@@ -79,15 +79,21 @@ def recurrent_scan(
     """``masked_scan`` of ``carry = core(carry, gx[t], h W_hhᵀ + b_hh)``, with a faster backward.
 
     Same arguments and results as :func:`masked_scan` for the step
-    ``core(carry, g, affine(h, weight_hh, bias_hh))``; ``core`` is one of the elementwise
-    cores of :mod:`jaxrnn.cells`. The numbers are the same; what differs is the gradient's
-    shape of work. Plain autodiff of the scan adds ``d_ghᵀ h`` into a ``[G·H, H]`` carry at
-    every step — a matmul with only ``B`` rows of depth, bound by memory traffic. Here the
-    forward saves ``h_{t-1}`` and ``gh_t``; the backward loop computes only ``d_gh_t`` and
-    ``d_h_{t-1} = d_gh_t W_hh`` (plus the core's elementwise VJP), and afterwards::
+    ``core(carry, g, affine(h, weight_hh, bias_hh))``, where ``core`` is a
+    :class:`jaxrnn.cells.CoreVJP` (:func:`jaxrnn.cells.core_vjp`): the elementwise core with
+    its hand-written derivative. The numbers are the same; what differs is the gradient's
+    shape of work:
 
-        dW_hh = Σ_t d_gh_tᵀ h_{t-1}      one [G·H, T·B] × [T·B, H] matmul
-        db_hh = Σ_t Σ_b d_gh_t
+    * Plain autodiff of the scan adds ``d_ghᵀ h`` into a ``[G·H, H]`` carry at every step —
+      a matmul with only ``B`` rows of depth, bound by memory traffic. Here the forward
+      saves ``h_{t-1}``; the backward loop computes only ``d_gh_t`` and
+      ``d_h_{t-1} = d_gh_t W_hh``, and afterwards::
+
+          dW_hh = Σ_t d_gh_tᵀ h_{t-1}      one [G·H, T·B] × [T·B, H] matmul
+          db_hh = Σ_t Σ_b d_gh_t
+
+    * The forward saves the activated gates, so the backward loop is products only; autodiff
+      would recompute (or save and re-read) every sigmoid and tanh.
 
     A ``jax.custom_vjp``: reverse-mode only (``jax.grad``, ``jax.vjp``); forward mode
     (``jax.jvp``, ``jax.hessian``) needs :func:`masked_scan`.
@@ -95,14 +101,9 @@ def recurrent_scan(
     return _recurrent_scan(core, reverse, unroll, carry, gx, weight_hh, bias_hh, mask)
 
 
-def _masked_core(core, carry, g, gh, m):
-    """One step of ``masked_scan``'s body, given ``gh``: ``(carry, y)``."""
-    new = core(carry, g, gh)
-    if m is None:
-        return new, output_of(new)
-    m = m[:, None]  # [B, 1]
-    carry = jax.tree.map(lambda n, o: jnp.where(m, n, o), new, carry)
-    return carry, jnp.where(m, output_of(new), 0)
+def _select(m, new, old):
+    """Per sequence: ``new`` where ``m [B]`` is true, else ``old`` (every leaf ``[B, ...]``)."""
+    return jax.tree.map(lambda n, o: jnp.where(m[:, None], n, o), new, old)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -113,35 +114,43 @@ def _recurrent_scan(core, reverse, unroll, carry, gx, weight_hh, bias_hh, mask):
 def _recurrent_fwd(core, reverse, unroll, carry, gx, weight_hh, bias_hh, mask):
     def body(carry, inputs):
         g, m = inputs
-        gh = affine(output_of(carry), weight_hh, bias_hh)  # [B, G·H]
-        new, y = _masked_core(core, carry, g, gh, m)
-        return new, (y, carry, gh)
+        h = output_of(carry)
+        new, res = core.fwd(carry, g, affine(h, weight_hh, bias_hh))
+        y = output_of(new)
+        if m is not None:
+            new, y = _select(m, new, carry), jnp.where(m[:, None], y, 0)
+        return new, (y, res, h)
 
-    final, (ys, prev, gh) = jax.lax.scan(
+    final, (ys, res, h_prev) = jax.lax.scan(
         body, carry, (gx, mask), reverse=reverse, unroll=unroll
     )
-    return (final, ys), (prev, gx, gh, weight_hh, bias_hh, mask)
+    return (final, ys), (res, h_prev, weight_hh, bias_hh, mask)
 
 
 def _recurrent_bwd(core, reverse, unroll, residuals, cotangents):
-    prev, gx, gh, weight_hh, bias_hh, mask = residuals
+    res, h_prev, weight_hh, bias_hh, mask = residuals
     d_final, d_ys = cotangents
 
+    def add_to_h(d_carry, d_h):
+        if isinstance(d_carry, tuple):
+            return (d_carry[0] + d_h, *d_carry[1:])
+        return d_carry + d_h
+
     def body(d_carry, inputs):
-        p, g, h_proj, m, dy = inputs
-        _, vjp = jax.vjp(lambda c, g_, gh_: _masked_core(core, c, g_, gh_, m), p, g, h_proj)
-        d_prev, d_g, d_gh = vjp((d_carry, dy))
-        d_h = d_gh @ weight_hh  # [B, H]: the path through h @ W_hhᵀ
-        if isinstance(d_prev, tuple):
-            d_prev = (d_prev[0] + d_h, *d_prev[1:])
-        else:
-            d_prev = d_prev + d_h
+        r, m, dy = inputs
+        d_new = add_to_h(d_carry, dy)  # the output y_t is the new h
+        if m is not None:  # a held step passes d_carry straight through
+            zeros = jax.tree.map(jnp.zeros_like, d_carry)
+            d_new, d_held = _select(m, d_new, zeros), _select(m, zeros, d_carry)
+        d_prev, d_g, d_gh = core.bwd(r, d_new)
+        d_prev = add_to_h(d_prev, d_gh @ weight_hh)  # [B, H]: the path through h W_hhᵀ
+        if m is not None:
+            d_prev = jax.tree.map(jnp.add, d_prev, d_held)
         return d_prev, (d_g, d_gh)
 
     d_carry, (d_gx, d_gh) = jax.lax.scan(
-        body, d_final, (prev, gx, gh, mask, d_ys), reverse=not reverse, unroll=unroll
+        body, d_final, (res, mask, d_ys), reverse=not reverse, unroll=unroll
     )
-    h_prev = output_of(prev)  # [T, B, H]
     d_weight = jnp.einsum("tbg,tbh->gh", d_gh, h_prev).astype(weight_hh.dtype)
     d_bias = None if bias_hh is None else d_gh.sum((0, 1)).astype(bias_hh.dtype)
     return d_carry, d_gx, d_weight, d_bias, None
