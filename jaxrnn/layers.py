@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import cells
+from . import cells, cudnn
 from .scan import length_mask, linear_recurrence, masked_scan, recurrent_scan
 
 Array = jax.Array
@@ -182,6 +182,22 @@ class RNNBase(nn.Module, kw_only=True):
                 valid = (lengths >= 1) & (lengths <= T)  # [B], checked values are eager only
         carries = self._initial_carries(hx, B, dtype, batched)
 
+        if self._use_cudnn(dtype, deterministic):
+            out, h_n = self._cudnn_stack(x, carries, lengths)
+        else:
+            out, h_n = self._scan_stack(x, carries, mask, dtype, deterministic)
+        if valid is not None:
+            out = jnp.where(valid[None, :, None], out, jnp.nan)
+            h_n = jax.tree.map(lambda a: jnp.where(valid[None, :, None], a, jnp.nan), h_n)
+        if not batched:
+            out = out[:, 0]
+            h_n = jax.tree.map(lambda a: a[:, 0], h_n)
+        elif self.batch_first:
+            out = jnp.swapaxes(out, 0, 1)
+        return out, h_n
+
+    def _scan_stack(self, x: Array, carries: list, mask, dtype, deterministic: bool):
+        """Every layer and direction as a scan: ``(output [T, B, D·H], h_n [L·D, B, H])``."""
         D = self.num_directions
         layer_input, finals = x, []
         for layer in range(self.num_layers):
@@ -199,17 +215,12 @@ class RNNBase(nn.Module, kw_only=True):
             if self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = nn.Dropout(self.dropout)(layer_input, deterministic=deterministic)
 
-        out = layer_input  # [T, B, D·H]
         h_n = jax.tree.map(lambda *c: jnp.stack(c), *finals)  # [L·D, B, H] (each of (h, c))
-        if valid is not None:
-            out = jnp.where(valid[None, :, None], out, jnp.nan)
-            h_n = jax.tree.map(lambda a: jnp.where(valid[None, :, None], a, jnp.nan), h_n)
-        if not batched:
-            out = out[:, 0]
-            h_n = jax.tree.map(lambda a: a[:, 0], h_n)
-        elif self.batch_first:
-            out = jnp.swapaxes(out, 0, 1)
-        return out, h_n
+        return layer_input, h_n  # [T, B, D·H]
+
+    def _use_cudnn(self, dtype, deterministic: bool) -> bool:
+        """Whether the stack runs as one cuDNN call (only :class:`LSTM` has the backend)."""
+        return False
 
     def _scan(self, w: cells.CellWeights, carry, gx: Array, mask, *, reverse: bool):
         """One direction of one layer over time: ``(final carry, outputs [T, B, H])``."""
@@ -307,9 +318,15 @@ class LSTM(RNNBase, kw_only=True):
     ``hx`` and ``h_n`` are pairs ``(h, c)``. With ``0 < proj_size < hidden_size`` the hidden
     state is projected by ``weight_hr_l{k}: [P, H]``: ``h`` is ``[.., P]``, ``c`` is
     ``[.., H]``, and the output is ``D·P`` wide.
+
+    ``backend``: ``"scan"`` (default) runs every layer and direction as a ``lax.scan``;
+    ``"cudnn"`` runs the whole stack as one cuDNN call on an NVIDIA GPU (:mod:`jaxrnn.cudnn`:
+    float32, both biases, no projection, no dropout while training) and refuses anything
+    else with the reason; ``"auto"`` takes cuDNN where it can and the scan elsewhere.
     """
 
     proj_size: int = 0
+    backend: str = "scan"
     mode = "lstm"
 
     @property
@@ -324,6 +341,38 @@ class LSTM(RNNBase, kw_only=True):
                 f"proj_size must be 0 or 0 < proj_size < hidden_size = {self.hidden_size}, "
                 f"got {self.proj_size}"
             )
+        if self.backend not in cudnn.BACKENDS:
+            raise ValueError(f"backend must be one of {cudnn.BACKENDS}, got {self.backend!r}")
+
+    def _use_cudnn(self, dtype, deterministic: bool) -> bool:
+        if self.backend == "scan":
+            return False
+        why_not = cudnn.unsupported(proj_size=self.proj_size, bias=self.bias,
+                                    dropout=self.dropout if self.num_layers > 1 else 0.0,
+                                    deterministic=deterministic, dtype=dtype)  # fmt: skip
+        if not cudnn.available():
+            why_not = f"jax's backend is {jax.default_backend()!r}, cuDNN needs a CUDA GPU"
+        if why_not and self.backend == "cudnn":
+            raise ValueError(f"backend='cudnn' cannot run this LSTM: {why_not}; "
+                             "use backend='auto' to fall back to the scan")  # fmt: skip
+        return why_not is None
+
+    def _cudnn_stack(self, x: Array, carries: list, lengths):
+        """The whole stack as one cuDNN call (see :mod:`jaxrnn.cudnn`)."""
+        T, B, I = x.shape
+        D, H = self.num_directions, self.hidden_size
+        params = {}
+        for suffix in cudnn.suffixes(self.num_layers, self.bidirectional):
+            w = self._weights(suffix, I if suffix.startswith("_l0") else D * H)
+            params.update({f"{k}{suffix}": v.astype(x.dtype) for k, v in w._asdict().items()
+                           if v is not None})  # fmt: skip
+        h0, c0 = (jnp.stack(s) for s in zip(*carries))  # [L·D, B, H] each
+        if lengths is None:
+            lengths = jnp.full((B,), T, jnp.int32)
+        y, h_n, c_n = cudnn.lstm(params, jnp.swapaxes(x, 0, 1), h0, c0, lengths,
+                                 hidden_size=H, num_layers=self.num_layers,
+                                 bidirectional=self.bidirectional)  # fmt: skip
+        return jnp.swapaxes(y, 0, 1), (h_n, c_n)
 
     def _state_shapes(self, LD, batch):
         return [(LD, batch, self._out_size), (LD, batch, self.hidden_size)]

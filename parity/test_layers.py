@@ -278,3 +278,36 @@ def test_embedding_options_without_equivalent_are_refused(option):
     would change the forward pass or the training, so from_torch refuses them by name."""
     with pytest.raises(ValueError, match=next(iter(option))):
         jaxrnn.from_torch(torch.nn.Embedding(10, 5, **option))
+
+
+@pytest.mark.skipif(not jaxrnn.cudnn.available(), reason="needs a CUDA GPU with cuDNN")
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_cudnn_backend_matches_torch(bidirectional):
+    """``jaxrnn.LSTM(backend="cudnn")`` against torch.nn.LSTM: outputs, states, gradients
+    (float32; TF32 off on the jax side, torch runs on the CPU)."""
+    rng = np.random.default_rng(7)
+    tmod = torch.nn.LSTM(5, 6, num_layers=2, bidirectional=bidirectional)
+    randomize(tmod, rng)
+    x = rng.normal(size=(7, 3, 5)).astype(np.float32)
+    lengths = np.array([7, 3, 5])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(x).requires_grad_(), torch.from_numpy(lengths), enforce_sorted=False
+    )
+    out, (h_n, c_n) = tmod(packed)
+    out = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=7)[0]
+    (out.square().sum() + h_n.sum() + c_n.sum()).backward()
+    ref_grads = {k: p.grad.numpy() for k, p in tmod.named_parameters()}
+
+    module, variables = jaxrnn.from_torch(tmod)
+    module = module.clone(backend="cudnn")
+
+    def loss(params):
+        o, (h, c) = module.apply({"params": params}, jnp.asarray(x), lengths=jnp.asarray(lengths))
+        return jnp.sum(o**2) + jnp.sum(h) + jnp.sum(c), (o, h, c)
+
+    with jax.default_matmul_precision("highest"):
+        (_, (o, h, c)), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    for name, got, ref in (("out", o, out), ("h_n", h, h_n), ("c_n", c, c_n)):
+        assert_close(got, ref.detach().numpy(), "float32", name)
+    for name, ref in ref_grads.items():
+        assert_close(grads[name], ref, "float32", f"grad {name}")
