@@ -39,12 +39,13 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import optax
 from flax import serialization, traverse_util
 from flax.training import train_state
@@ -57,6 +58,7 @@ CHECKPOINT = "checkpoint.msgpack"
 BEST = "best.msgpack"
 RESUMABLE = ("epochs", "learning_rate")  # the config keys a resume may change
 META_KEYS = ("task", "config", "seed", "epoch", "history")  # every checkpoint's meta has them
+COMPUTE_DTYPES = ("float32", "bfloat16")  # TaskConfig.compute_dtype: the train step's
 NO_FAULT = int(np.iinfo(np.int32).max)  # the fault carry's step while every step was finite
 
 
@@ -128,19 +130,22 @@ def shared(model):
 
 
 @functools.lru_cache(maxsize=16)
-def make_steps(task: Task, model):
+def make_steps(task: Task, model, compute_dtype: str = "float32"):
     """The jitted train, eval and epoch steps for a task's model.
 
-    Cached per (task, model) — Flax modules hash by their fields — so a task's ``evaluate``
-    gets the very functions ``fit`` compiled, and jit's cache is hit instead of recompiling.
+    Cached per (task, model, compute_dtype) — Flax modules hash by their fields — so a task's
+    ``evaluate`` gets the very functions ``fit`` compiled, and jit's cache is hit instead of
+    recompiling. ``compute_dtype`` is the train step's (:func:`mixed_precision`); evaluation
+    always runs in float32.
     """
+    train_loss = mixed_precision(task.loss, compute_dtype)
 
     def train_step(state: TrainState, batch: Batch, fault: dict):
         """One Optax update, skipped when the loss or a gradient is non-finite — and at every
         step after that one, so the state stays the last good one. ``fault`` (see
         :func:`no_fault`) records the first bad step and its loss, on device: no host sync."""
         key = jax.random.fold_in(state.key, state.step)
-        grad_fn = jax.value_and_grad(task.loss, argnums=1, has_aux=True)
+        grad_fn = jax.value_and_grad(train_loss, argnums=1, has_aux=True)
         (loss, metrics), grads = grad_fn(model, state.params, batch, key=key, train=True)
         finite = jnp.isfinite(loss) & _all_finite(grads)
         clean = fault["step"] == NO_FAULT
@@ -169,6 +174,41 @@ def make_steps(task: Task, model):
         jax.jit(eval_step),
         jax.jit(train_epoch, donate_argnums=(0, 2)),
     )
+
+
+def mixed_precision(loss: Callable, compute_dtype: str) -> Callable:
+    """``loss`` computed in ``compute_dtype`` ("float32" | "bfloat16") from float32 weights.
+
+    Like ``torch.autocast``: floating parameters and batch arrays are cast on the way in, and
+    so is every floating array argument of every Flax module call (``nn.intercept_methods``),
+    which catches what a model makes itself, such as one-hot encodings. The forward pass —
+    the loss included — runs in ``compute_dtype``; loss and metrics come back as float32, and
+    the gradient reaches the float32 master weights through the casts, where the optimizer
+    updates them. bfloat16 keeps float32's exponent range: no loss scaling is needed.
+    """
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
+    if compute_dtype == "float32":
+        return loss
+    dtype = jnp.dtype(compute_dtype)
+
+    def cast(tree, to):
+        def leaf(a):
+            floating = isinstance(a, (jax.Array, np.ndarray)) and jnp.issubdtype(a.dtype, jnp.floating)
+            return a.astype(to) if floating else a
+
+        return jax.tree.map(leaf, tree)
+
+    def autocast(call, args, kwargs, context):
+        del context
+        return call(*cast(args, dtype), **cast(kwargs, dtype))
+
+    def low_precision_loss(model, params, batch, **kwargs):
+        with nn.intercept_methods(autocast):
+            value, metrics = loss(model, cast(params, dtype), cast(batch, dtype), **kwargs)
+        return cast(value, jnp.float32), cast(metrics, jnp.float32)
+
+    return low_precision_loss
 
 
 def no_fault() -> dict:
@@ -447,7 +487,7 @@ def fit(
             best.epoch, best.value = meta["best"]["epoch"], meta["best"]["value"]
             best.params = _restore(params, payload["best"], out / CHECKPOINT, meta)
 
-    train_step, eval_step, train_epoch = make_steps(task, model)
+    train_step, eval_step, train_epoch = make_steps(task, model, config.compute_dtype)
     mesh = None
     if devices is not None:
         mesh = parallel.data_mesh(devices)

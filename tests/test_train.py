@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import jax
+import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxrnn import cli
 from jaxrnn.tasks.base import get_task
-from jaxrnn.train import CHECKPOINT, fit, load_checkpoint
+from jaxrnn.train import CHECKPOINT, fit, load_checkpoint, mixed_precision
 
 TINY = {
     "hihello": ["epochs=5"],
@@ -129,3 +131,64 @@ def test_list_names_every_task(capsys):
     out = capsys.readouterr().out
     for name in ("hihello", "index-recall", "bitflip", "sinusoid", "copy", "addition"):
         assert name in out
+
+
+def test_mixed_precision_casts_floats_in_and_float32_out():
+    seen = {}
+
+    def loss(model, params, batch, *, key, train):
+        seen.update(w=params["w"].dtype, n=params["n"].dtype, x=batch["x"].dtype, y=batch["y"].dtype)
+        value = jnp.sum(params["w"] * batch["x"])
+        return value, {"value": value, "count": batch["y"].sum()}
+
+    params = {"w": jnp.full((3,), 0.1, jnp.float32), "n": jnp.arange(3)}
+    batch = {"x": jnp.ones(3, jnp.float32), "y": jnp.arange(3)}
+    bf16 = mixed_precision(loss, "bfloat16")
+    (value, metrics), grads = jax.value_and_grad(bf16, argnums=1, has_aux=True, allow_int=True)(
+        None, params, batch, key=None, train=True
+    )
+    assert seen == {"w": jnp.bfloat16, "n": jnp.int32, "x": jnp.bfloat16, "y": jnp.int32}
+    assert value.dtype == metrics["value"].dtype == grads["w"].dtype == jnp.float32
+    assert metrics["count"].dtype == jnp.int32
+    # 0.1 rounded to bfloat16 (8 significant bits): the forward really ran in bfloat16
+    assert value != pytest.approx(0.3, abs=1e-4) and value == pytest.approx(0.3, abs=1e-2)
+    assert mixed_precision(loss, "float32") is loss
+
+    # what a model makes itself (a one-hot) is cast where it enters a module
+    class Probe(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            seen["probe"] = x.dtype
+            return nn.Dense(2)(x)
+
+    class OneHotModel(nn.Module):
+        @nn.compact
+        def __call__(self, ids):
+            return Probe()(jax.nn.one_hot(ids, 4))  # a float32 one-hot
+
+    model, ids = OneHotModel(), jnp.arange(3)
+    params = model.init(jax.random.key(0), ids)["params"]
+    assert seen["probe"] == jnp.float32
+    dense_loss = lambda m, p, b, **kw: (jnp.sum(m.apply({"params": p}, b)), {})  # noqa: E731
+    mixed_precision(dense_loss, "bfloat16")(model, params, ids)
+    assert seen["probe"] == jnp.bfloat16
+    with pytest.raises(ValueError, match="compute_dtype must be one of"):
+        mixed_precision(loss, "float16")
+
+
+@pytest.mark.parametrize("task, extra", [
+    ("index-recall", ()),
+    ("sinusoid", ()),  # float inputs
+    ("copy", ("--set", "cell=custom")),  # one-hot made inside the model, a scan carry
+])  # fmt: skip
+def test_bfloat16_training_keeps_float32_weights(task, extra, tmp_path):
+    full = _train(task, tmp_path / "f32", *extra)
+    half = _train(task, tmp_path / "bf16", *extra, "--set", "compute_dtype=bfloat16")
+    assert half["config"]["compute_dtype"] == "bfloat16"
+    f32_loss = [row["train_loss"] for row in full["history"]]
+    bf16_loss = [row["train_loss"] for row in half["history"]]
+    assert bf16_loss[-1] < bf16_loss[0]
+    assert bf16_loss != f32_loss  # bfloat16 did run ...
+    np.testing.assert_allclose(bf16_loss, f32_loss, rtol=0.02)  # ... and tracks float32
+    state = load_checkpoint(tmp_path / "bf16")[0]
+    assert {str(p.dtype) for p in jax.tree.leaves(state["params"])} == {"float32"}

@@ -30,6 +30,9 @@ class TaskConfig:
     grad_clip: float = 0.0  # global-norm clipping as torch.nn.utils.clip_grad_norm_; 0 = off
     weight_decay: float = 0.0  # decoupled (torch.optim.AdamW); 0 = plain Adam
     on_device_epoch: bool = False  # run each epoch as one lax.scan over pre-batched data
+    # the train step's forward pass: "bfloat16" = mixed precision (float32 master weights and
+    # evaluation; jaxrnn.train.mixed_precision). For GPU/TPU: slower on CPUs without bf16 units.
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def replace(self, **changes) -> "TaskConfig":
         return dataclasses.replace(self, **changes)
