@@ -98,6 +98,14 @@ def make_weights(
 # as one matmul after the loop); ``scan.masked_scan`` runs steps under plain autodiff.
 
 
+def blocks(gates, n: int) -> tuple[Array, ...]:
+    """A fused gate array ``[B, n·H]`` split into its ``n`` blocks ``[B, H]``; a tuple of
+    blocks (what :func:`jaxrnn.scan.recurrent_scan` passes as ``gx``) is returned as is."""
+    if isinstance(gates, (tuple, list)):
+        return tuple(gates)
+    return tuple(jnp.split(gates, n, axis=-1))
+
+
 def linear_core(h: Array, gx: Array, gh: Array) -> Array:
     """Linear recurrence (the seeds' LinRNN), no nonlinearity::
 
@@ -138,7 +146,7 @@ def lstm_core(carry: tuple[Array, Array], gx: Array, gh: Array) -> tuple[Array, 
 def lstm_core_fwd(carry: tuple[Array, Array], gx: Array, gh: Array):
     """:func:`lstm_core` and the residuals ``(i, f, g, o, c, tanh c')`` of its backward."""
     _, c = carry
-    i, f, g, o = jnp.split(gx + gh, 4, axis=-1)
+    i, f, g, o = (x + h for x, h in zip(blocks(gx, 4), blocks(gh, 4)))
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c_new = f * c + i * g
     tanh_c = jnp.tanh(c_new)
@@ -161,8 +169,8 @@ def gru_core(h: Array, gx: Array, gh: Array) -> Array:
 
 def gru_core_fwd(h: Array, gx: Array, gh: Array):
     """:func:`gru_core` and the residuals ``(r, z, n, W_hn h + b_hn, h)`` of its backward."""
-    x_r, x_z, x_n = jnp.split(gx, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
+    x_r, x_z, x_n = blocks(gx, 3)
+    h_r, h_z, h_n = blocks(gh, 3)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
@@ -175,7 +183,10 @@ def gru_core_fwd(h: Array, gx: Array, gh: Array):
 # new carry and what its backward needs (activated gates, no pre-activations), so the backward
 # loop evaluates no transcendental function; each ``*_core_bwd`` takes those residuals and the
 # cotangent of the new carry and returns ``(d_carry, d_gx, d_gh)``, where ``d_carry`` is the
-# elementwise part only (``h`` also reaches ``gh = h W_hhᵀ``; the scan adds that path).
+# elementwise part only (``h`` also reaches ``gh = h W_hhᵀ``; the scan adds that path), ``d_gh``
+# is ``G`` blocks ``[B, H]`` (one per gate), and ``d_gx`` is ``None`` where it equals ``d_gh``
+# (the cores that add ``gx + gh``), else its ``G`` blocks too. Blocks, not one ``[B, G·H]``
+# array: XLA:CPU's loop is faster when nothing is concatenated inside it.
 # ``tests/test_cells.py`` checks each against ``jax.vjp`` of its core.
 
 
@@ -186,7 +197,7 @@ def linear_core_fwd(h: Array, gx: Array, gh: Array):
 def linear_core_bwd(res, d_h: Array):
     """``h' = gx + gh``: both get ``d_h'``; the old ``h`` only reaches ``h'`` through gh."""
     del res
-    return jnp.zeros_like(d_h), d_h, d_h
+    return jnp.zeros_like(d_h), None, (d_h,)
 
 
 def elman_core_fwd(h: Array, gx: Array, gh: Array, nonlinearity: str = "tanh"):
@@ -197,7 +208,7 @@ def elman_core_fwd(h: Array, gx: Array, gh: Array, nonlinearity: str = "tanh"):
 def elman_core_bwd(h: Array, d_h: Array, nonlinearity: str = "tanh"):
     """``d_a = d_h' ⊙ act'(a)`` from ``h' = act(a)``: ``1 - h'²`` (tanh), ``[h' > 0]`` (relu)."""
     d_a = d_h * (1 - h * h) if nonlinearity == "tanh" else jnp.where(h > 0, d_h, 0)
-    return jnp.zeros_like(d_h), d_a, d_a
+    return jnp.zeros_like(d_h), None, (d_a,)
 
 
 def lstm_core_bwd(res, d_carry: tuple[Array, Array]):
@@ -211,16 +222,13 @@ def lstm_core_bwd(res, d_carry: tuple[Array, Array]):
     i, f, g, o, c, tanh_c = res
     d_h, d_c = d_carry
     d_c = d_c + d_h * o * (1 - tanh_c * tanh_c)
-    d_gates = jnp.concatenate(
-        [
-            d_c * g * i * (1 - i),
-            d_c * c * f * (1 - f),
-            d_c * i * (1 - g * g),
-            d_h * tanh_c * o * (1 - o),
-        ],
-        axis=-1,
-    )  # [B, 4H]
-    return (jnp.zeros_like(d_h), d_c * f), d_gates, d_gates
+    d_gates = (
+        d_c * g * i * (1 - i),
+        d_c * c * f * (1 - f),
+        d_c * i * (1 - g * g),
+        d_h * tanh_c * o * (1 - o),
+    )
+    return (jnp.zeros_like(d_h), d_c * f), None, d_gates
 
 
 def gru_core_bwd(res, d_h: Array):
@@ -235,16 +243,15 @@ def gru_core_bwd(res, d_h: Array):
     d_a_n = d_h * (1 - z) * (1 - n * n)
     d_r = d_a_n * h_n * r * (1 - r)
     d_z = d_h * (h - n) * z * (1 - z)
-    d_gx = jnp.concatenate([d_r, d_z, d_a_n], axis=-1)  # [B, 3H]
-    d_gh = jnp.concatenate([d_r, d_z, d_a_n * r], axis=-1)
-    return d_h * z, d_gx, d_gh
+    return d_h * z, (d_r, d_z, d_a_n), (d_r, d_z, d_a_n * r)
 
 
 class CoreVJP(NamedTuple):
     """A core with its hand-written derivative, for :func:`jaxrnn.scan.recurrent_scan`.
 
     ``fwd(carry, gx, gh) -> (carry, residuals)``; ``bwd(residuals, d_carry) -> (d_carry,
-    d_gx, d_gh)``. Hashable (module-level functions), so it can be a static argument.
+    d_gx | None, d_gh)``. ``gx`` may be an array ``[B, G·H]`` or its ``G`` blocks (see
+    :func:`blocks`).
     """
 
     fwd: Callable

@@ -121,8 +121,12 @@ def _recurrent_fwd(core, reverse, unroll, carry, gx, weight_hh, bias_hh, mask):
             new, y = _select(m, new, carry), jnp.where(m[:, None], y, 0)
         return new, (y, res, h)
 
+    # Each gate's block as its own [T, B, H] array: XLA:CPU runs the elementwise step several
+    # times faster when every gate slices its own input than when all slice one [T, B, G·H].
+    gates = gx.shape[-1] // output_of(carry).shape[-1]
+    xs = tuple(jnp.split(gx, gates, axis=-1)) if gates > 1 else gx
     final, (ys, res, h_prev) = jax.lax.scan(
-        body, carry, (gx, mask), reverse=reverse, unroll=unroll
+        body, carry, (xs, mask), reverse=reverse, unroll=unroll
     )
     return (final, ys), (res, h_prev, weight_hh, bias_hh, mask)
 
@@ -130,6 +134,8 @@ def _recurrent_fwd(core, reverse, unroll, carry, gx, weight_hh, bias_hh, mask):
 def _recurrent_bwd(core, reverse, unroll, residuals, cotangents):
     res, h_prev, weight_hh, bias_hh, mask = residuals
     d_final, d_ys = cotangents
+    gates = weight_hh.shape[0] // weight_hh.shape[1]  # G (W_hh is [G·H, H])
+    w_blocks = jnp.split(weight_hh, gates, axis=0)  # G × [H, H]
 
     def add_to_h(d_carry, d_h):
         if isinstance(d_carry, tuple):
@@ -142,8 +148,9 @@ def _recurrent_bwd(core, reverse, unroll, residuals, cotangents):
         if m is not None:  # a held step passes d_carry straight through
             zeros = jax.tree.map(jnp.zeros_like, d_carry)
             d_new, d_held = _select(m, d_new, zeros), _select(m, zeros, d_carry)
-        d_prev, d_g, d_gh = core.bwd(r, d_new)
-        d_prev = add_to_h(d_prev, d_gh @ weight_hh)  # [B, H]: the path through h W_hhᵀ
+        d_prev, d_g, d_gh = core.bwd(r, d_new)  # G blocks [B, H] each (d_g None: = d_gh)
+        d_h = sum(d @ w for d, w in zip(d_gh, w_blocks))  # the path through h W_hhᵀ
+        d_prev = add_to_h(d_prev, d_h)
         if m is not None:
             d_prev = jax.tree.map(jnp.add, d_prev, d_held)
         return d_prev, (d_g, d_gh)
@@ -151,6 +158,8 @@ def _recurrent_bwd(core, reverse, unroll, residuals, cotangents):
     d_carry, (d_gx, d_gh) = jax.lax.scan(
         body, d_final, (res, mask, d_ys), reverse=not reverse, unroll=unroll
     )
+    d_gh = jnp.concatenate(d_gh, axis=-1)  # [T, B, G·H]
+    d_gx = d_gh if d_gx is None else jnp.concatenate(d_gx, axis=-1)
     d_weight = jnp.einsum("tbg,tbh->gh", d_gh, h_prev).astype(weight_hh.dtype)
     d_bias = None if bias_hh is None else d_gh.sum((0, 1)).astype(bias_hh.dtype)
     return d_carry, d_gx, d_weight, d_bias, None

@@ -227,8 +227,16 @@ def test_core_vjp_matches_autodiff(x64, rng, kind):
     new, res = core.fwd(state, gx, gh)
     step = lambda c, g, h: core.fwd(c, g, h)[0]  # noqa: E731
     ref_new, vjp = jax.vjp(step, state, gx, gh)
-    got = core.bwd(res, d_new)
-    ref = vjp(d_new)
+    d_carry, d_gx, d_gh = core.bwd(res, d_new)  # d_gh: G blocks [B, H]
+    assert len(d_gh) == G
+    d_gh = jnp.concatenate(d_gh, axis=-1)
+    # d_gx: None where it equals d_gh (the cores that add gx + gh), else G blocks
+    d_gx = d_gh if d_gx is None else jnp.concatenate(d_gx, axis=-1)
+    got, ref = (d_carry, d_gx, d_gh), vjp(d_new)
+    # gx given as its G blocks [B, H] (as recurrent_scan passes it): the same step
+    by_blocks = core.fwd(state, jnp.split(gx, G, axis=-1) if G > 1 else gx, gh)[0]
+    for a, b in zip(jax.tree.leaves(by_blocks), jax.tree.leaves(new)):
+        np.testing.assert_array_equal(a, b)
     for name, g, r in zip(("carry", "d_carry", "d_gx", "d_gh"), (new, *got), (ref_new, *ref)):
         for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(r)):
             assert_close(a, b, TOL64, name)
