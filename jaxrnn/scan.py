@@ -6,6 +6,9 @@ outputs elsewhere are exactly zero. Scanning with ``reverse=True`` then starts e
 at its own last valid step, holding the initial state through the padding — which is what
 torch's packed sequences do, with no index juggling.
 
+``recurrent_scan`` runs the same loop for the layers, with a hand-written backward pass (the
+``W_hh`` gradient as one matmul after the loop, gate activations saved instead of recomputed).
+
 ``linear_recurrence`` solves ``h_t = A h_{t-1} + u_t`` either sequentially or with
 ``lax.associative_scan`` (O(log T) depth), with one signature and the same numbers.
 """
@@ -123,7 +126,7 @@ def _recurrent_fwd(core, reverse, unroll, carry, gx, weight_hh, bias_hh, mask):
 
     # Each gate's block as its own [T, B, H] array: XLA:CPU runs the elementwise step several
     # times faster when every gate slices its own input than when all slice one [T, B, G·H].
-    gates = gx.shape[-1] // output_of(carry).shape[-1]
+    gates = weight_hh.shape[0] // weight_hh.shape[1]  # G (W_hh is [G·H, H])
     xs = tuple(jnp.split(gx, gates, axis=-1)) if gates > 1 else gx
     final, (ys, res, h_prev) = jax.lax.scan(
         body, carry, (xs, mask), reverse=reverse, unroll=unroll
