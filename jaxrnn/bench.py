@@ -191,7 +191,7 @@ def jax_step(task: Task, model, config: TaskConfig, batches: list[dict]) -> Call
     state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config),
                               key=jax.random.key(1))  # fmt: skip
     # make_steps without its cache: the flax twin is equal to the jaxrnn model as a dataclass
-    train_step = make_steps.__wrapped__(task, model)[0]
+    train_step = make_steps.__wrapped__(task, model, config.compute_dtype)[0]
     holder, i = [state, no_fault()], [0]
 
     def run():
@@ -347,8 +347,9 @@ def bench_row(row: Row, steps: int, rounds: int, tmp: pathlib.Path) -> Result:
     warm("jaxrnn", lambda: jax_step(task, task.model(config), config, batches))
     with autodiff_layers():
         warm("autodiff", lambda: jax_step(task, task.model(config), config, batches))
+    # plain flax.linen.RNN cells start from a float32 carry: no column under mixed precision
     with flax_layers(row.task) as swapped:
-        if swapped:
+        if swapped and config.compute_dtype == "float32":
             warm("flax", lambda: jax_step(task, task.model(config), config, batches))
     warm("torch", lambda: torch_step(row, config, batches))
     gflop = runs["jaxrnn"].flops() / 1e9
@@ -408,7 +409,7 @@ def time_to_target(target: Target, tmp: pathlib.Path) -> dict[str, tuple[float, 
     like = task.init(model, jax.random.key(0), task.init_batch(data, config))
     module = ptasks.torch_reference(entry, config, "float32", np.random.default_rng(0))
     start = state_dict_to_params(module.state_dict(), like=like)
-    train_step, eval_step, _ = make_steps.__wrapped__(task, model)
+    train_step, eval_step, _ = make_steps.__wrapped__(task, model, config.compute_dtype)
 
     def score(params) -> float:
         batches = task.batches(data[eval_name], config, None)
@@ -463,7 +464,7 @@ def versions() -> str:
 
 
 def main(only: list[str] | None = None, steps: int = 10, rounds: int = 3,
-         to_target: bool = False) -> int:
+         to_target: bool = False, compute_dtype: str = "float32") -> int:
     try:
         import parity.tasks  # noqa: F401  (torch and the reference models)
     except ImportError as e:
@@ -471,6 +472,8 @@ def main(only: list[str] | None = None, steps: int = 10, rounds: int = 3,
     rows = [r for r in ROWS if not only or r.id in only or r.task in only]
     if not rows:
         raise SystemExit(f"bench: no row matches {only}; rows: {', '.join(r.id for r in ROWS)}")
+    if compute_dtype != "float32":  # jaxrnn's columns in mixed precision; torch stays float32
+        rows = [r._replace(config={**r.config, "compute_dtype": compute_dtype}) for r in rows]
     with tempfile.TemporaryDirectory(prefix="jaxrnn-bench-") as tmp:
         if to_target:
             print_targets([t for t in TARGETS if t.row in {r.id for r in rows}], pathlib.Path(tmp))

@@ -129,7 +129,8 @@ def _cmd_sample(args) -> int:
 def _cmd_bench(args) -> int:
     from . import bench
 
-    return bench.main(args.rows, steps=args.steps, rounds=args.rounds, to_target=args.to_target)
+    return bench.main(args.rows, steps=args.steps, rounds=args.rounds, to_target=args.to_target,
+                      compute_dtype=args.compute_dtype)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("rows", nargs="*", help="row ids or task names (default: all)")
     be.add_argument("--steps", type=int, default=10, help="timed steps per round and column")
     be.add_argument("--rounds", type=int, default=3, help="rounds (the column order alternates)")
+    be.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="the jax columns' train-step dtype (torch stays float32)")
     be.add_argument("--to-target", action="store_true",
                     help="instead: wall clock to each task's target, jaxrnn vs its torch twin")
     be.set_defaults(func=_cmd_bench)

@@ -53,15 +53,17 @@ class HiHelloModel(nn.Module):
         if self.mode == "sequence":  # Model2
             return rnn(one_hot)[0]
 
-        def step(rnn, hidden, x_t):  # Model: x_t [B, 1, 5], hidden [1, B, 5]
-            out, hidden = rnn(x_t, hidden)
-            return hidden, out[:, 0]
+        hidden = jnp.zeros((1, x.shape[0], self.num_classes), one_hot.dtype)
+
+        def step(rnn, h, x_t):  # Model: x_t [B, 1, 5], h [1, B, 5]
+            out, h = rnn(x_t, h)
+            # the carry keeps the initial dtype (with compute_dtype=bfloat16 the rnn gives bf16)
+            return h.astype(hidden.dtype), out[:, 0]
 
         scan = nn.scan(
             step, variable_broadcast="params", split_rngs={"params": False},
             in_axes=1, out_axes=1,
         )  # fmt: skip
-        hidden = jnp.zeros((1, x.shape[0], self.num_classes), one_hot.dtype)
         _, out = scan(rnn, hidden, one_hot[:, :, None, :])  # scan over T
         return out
 

@@ -1,0 +1,27 @@
+"""``jaxrnn bench`` end to end on its smallest rows (the timing table itself, not its numbers)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("torch")
+
+from jaxrnn import cli  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bench_prints_a_row_per_model(dtype, capsys):
+    assert cli.main(["bench", "hihello", "--steps", "2", "--rounds", "1",
+                     "--compute-dtype", dtype]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (hihello\S*) \|.*?\*\*([\d.]+)\*\*", out, re.M)}
+    assert set(rows) == {"hihello", "hihello-step"}, out
+    assert all(float(ratio) > 0 for ratio in rows.values())
+
+
+def test_bench_refuses_an_unknown_dtype(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "hihello", "--compute-dtype", "float16"])
+    assert "invalid choice: 'float16'" in capsys.readouterr().err
