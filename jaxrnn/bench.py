@@ -309,7 +309,9 @@ def autodiff_layers() -> Iterator[None]:
     from .scan import masked_scan
 
     def plain(core, carry, gx, weight_hh, bias_hh=None, mask=None, *, reverse=False, unroll=1):
-        step = lambda c, g: core.fwd(c, g, affine(output_of(c), weight_hh, bias_hh))[0]  # noqa: E731
+        def step(c, g):
+            return core.fwd(c, g, affine(output_of(c), weight_hh, bias_hh))[0]
+
         return masked_scan(step, carry, gx, mask, reverse=reverse, unroll=unroll)
 
     saved = layers.recurrent_scan

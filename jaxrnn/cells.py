@@ -191,6 +191,7 @@ def gru_core_fwd(h: Array, gx: Array, gh: Array):
 
 
 def linear_core_fwd(h: Array, gx: Array, gh: Array):
+    """:func:`linear_core`; its backward needs no residuals."""
     return linear_core(h, gx, gh), None
 
 
@@ -201,6 +202,7 @@ def linear_core_bwd(res, d_h: Array):
 
 
 def elman_core_fwd(h: Array, gx: Array, gh: Array, nonlinearity: str = "tanh"):
+    """:func:`elman_core`; the residual is the new ``h`` itself."""
     h = elman_core(h, gx, gh, nonlinearity)
     return h, h
 

@@ -42,10 +42,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
 import optax
 from flax import serialization, traverse_util
 from flax.training import train_state
@@ -194,8 +194,8 @@ def mixed_precision(loss: Callable, compute_dtype: str) -> Callable:
 
     def cast(tree, to):
         def leaf(a):
-            floating = isinstance(a, (jax.Array, np.ndarray)) and jnp.issubdtype(a.dtype, jnp.floating)
-            return a.astype(to) if floating else a
+            is_array = isinstance(a, (jax.Array, np.ndarray))
+            return a.astype(to) if is_array and jnp.issubdtype(a.dtype, jnp.floating) else a
 
         return jax.tree.map(leaf, tree)
 

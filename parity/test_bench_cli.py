@@ -16,7 +16,8 @@ def test_bench_prints_a_row_per_model(dtype, capsys):
     assert cli.main(["bench", "hihello", "--steps", "2", "--rounds", "1",
                      "--compute-dtype", dtype]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (hihello\S*) \|.*?\*\*([\d.]+)\*\*", out, re.M)}
+    row = re.compile(r"^\| (hihello\S*) \|.*?\*\*([\d.]+)\*\*", re.M)  # id ... **ratio**
+    rows = dict(row.findall(out))
     assert set(rows) == {"hihello", "hihello-step"}, out
     assert all(float(ratio) > 0 for ratio in rows.values())
 

@@ -137,7 +137,8 @@ def test_mixed_precision_casts_floats_in_and_float32_out():
     seen = {}
 
     def loss(model, params, batch, *, key, train):
-        seen.update(w=params["w"].dtype, n=params["n"].dtype, x=batch["x"].dtype, y=batch["y"].dtype)
+        seen.update(w=params["w"].dtype, n=params["n"].dtype)
+        seen.update(x=batch["x"].dtype, y=batch["y"].dtype)
         value = jnp.sum(params["w"] * batch["x"])
         return value, {"value": value, "count": batch["y"].sum()}
 
