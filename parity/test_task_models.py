@@ -16,7 +16,6 @@ import io
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
