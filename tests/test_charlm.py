@@ -14,7 +14,7 @@ from flax import serialization
 from jaxrnn import cli, markov
 from jaxrnn.interop import params_to_state_dict
 from jaxrnn.tasks import charlm
-from jaxrnn.train import CHECKPOINT
+from jaxrnn.checkpoints import CHECKPOINT
 
 WORDS = "the cat sat on a mat and a dog ran to his red hat while we sing".split()
 

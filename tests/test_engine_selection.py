@@ -17,14 +17,8 @@ import numpy as np
 import pytest
 
 from jaxrnn.tasks.base import TASKS, Task, TaskConfig, iterate_batches
-from jaxrnn.train import (
-    BEST,
-    CHECKPOINT,
-    evaluate_batched,
-    evaluate_checkpoint,
-    fit,
-    load_checkpoint,
-)
+from jaxrnn.checkpoints import BEST, CHECKPOINT, load_checkpoint
+from jaxrnn.train import evaluate_batched, evaluate_checkpoint, fit
 
 PEAK = 0.43
 

@@ -31,18 +31,16 @@ import pytest
 from flax import serialization
 
 from jaxrnn import cli
+from jaxrnn.checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
 from jaxrnn.tasks.base import TASKS, Task, TaskConfig, get_task, iterate_batches
 from jaxrnn.train import (
-    CHECKPOINT,
     NonFiniteError,
     TrainState,
     config_from_meta,
     fit,
-    load_checkpoint,
     make_optimizer,
     make_steps,
     no_fault,
-    save_checkpoint,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -253,8 +251,9 @@ def test_a_huge_learning_rate_on_a_real_model(index_recall_run, tmp_path):
 KILLED_SAVE = r"""
 import os, pathlib, shutil, sys, time
 from jaxrnn import files
+from jaxrnn.checkpoints import CHECKPOINT
 from jaxrnn.tasks.base import get_task
-from jaxrnn.train import CHECKPOINT, fit
+from jaxrnn.train import fit
 
 out = pathlib.Path(sys.argv[1])
 opened = []

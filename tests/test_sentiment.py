@@ -20,7 +20,8 @@ from jaxrnn.tasks.sentiment import (
     encode,
     tokenize,
 )
-from jaxrnn.train import BEST, fit
+from jaxrnn.checkpoints import BEST
+from jaxrnn.train import fit
 
 GOOD, BAD = ["great", "fun", "moving", "superb"], ["dull", "awful", "boring", "mess"]
 FILLER = ["the", "film", "a", "plot", "is", "and", "cast", "with"]

@@ -12,7 +12,8 @@ import pytest
 
 from jaxrnn import cli
 from jaxrnn.tasks.base import get_task
-from jaxrnn.train import CHECKPOINT, fit, load_checkpoint, mixed_precision
+from jaxrnn.checkpoints import CHECKPOINT, load_checkpoint
+from jaxrnn.train import fit, mixed_precision
 
 TINY = {
     "hihello": ["epochs=5"],

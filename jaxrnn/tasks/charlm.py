@@ -254,7 +254,8 @@ def load_model(checkpoint) -> tuple[PredictorLSTM, dict, CharLMConfig]:
     selected epoch's params when the checkpoint holds them, else the last epoch's."""
     from flax import serialization
 
-    from ..train import config_from_meta, read_checkpoint
+    from ..checkpoints import read_checkpoint
+    from ..train import config_from_meta
 
     payload, meta = read_checkpoint(pathlib.Path(checkpoint))
     if meta.get("task") != CharLM.name:
