@@ -3,7 +3,7 @@
 The seed's hand-written cells: the encoder is a tanh RNN with a learnable initial state, the
 decoder gets no input at all — just the encoder's last state — and unrolls 10 steps.
 
-    python examples/copy.py
+    python examples/copy_task.py
 """
 
 import jax

@@ -1,7 +1,7 @@
 """jaxrnn: recurrent neural networks the JAX way.
 
 Every recurrence is a ``jax.lax.scan`` over a cell; the layers are Flax linen modules whose
-parameters are exactly a PyTorch ``state_dict``. See ``DESIGN.md`` and the README.
+parameters are exactly a PyTorch ``state_dict``. The README is the reference.
 """
 
 from .cells import GRUCell, LinearCell, LSTMCell, RNNCell

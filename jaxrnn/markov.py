@@ -1,12 +1,12 @@
 """Order-k character Markov models with interpolated Witten–Bell smoothing, counted with NumPy.
 
-The seed (003, after Goldberg's answer to Karpathy) learns ``P(next char | previous k chars)``
-as a dict from each k-character context to an array of next-character counts
-(:func:`create_markov_dict`, kept verbatim) and samples from it (:func:`generate_from_markov`).
-A raw count table gives probability 0 to everything it has not seen, so it cannot score held-out
-text. Here the same counts are built with sorting instead of a Python loop per character, and
-smoothed by interpolated Witten–Bell: for a context ``h`` of order k with ``c(h)`` occurrences
-and ``t(h)`` distinct next characters,
+Seed 003 (after Goldberg's answer to Karpathy) learns ``P(next char | previous k chars)`` as a
+dict from each k-character context to an array of next-character counts, filled by a Python loop
+over the text, and samples from it (the dict version is kept verbatim in the parity suite as the
+reference, ``parity/markov_seed.py``). A raw count table gives probability 0 to everything it has
+not seen, so it cannot score held-out text. Here the same counts are built with sorting instead
+of a Python loop per character, and smoothed by interpolated Witten–Bell: for a context ``h`` of
+order k with ``c(h)`` occurrences and ``t(h)`` distinct next characters,
 
     P_k(w | h) = (c(h, w) + t(h) · P_{k-1}(w | h')) / (c(h) + t(h))   h' = h less its oldest char
     P_k(w | h) = P_{k-1}(w | h')                                         if c(h) = 0 (unseen)
@@ -17,8 +17,8 @@ model of order K holds the models of every order k ≤ K (the recursion stopped 
 
 Counting: position ``t`` of the training text (``t ≥ k``) contributes one count of
 ``(text[t-k:t], text[t])`` — every position, including the last character. The seed's loop
-``range(len(text) - markov_order - 1)`` skips the last one: :func:`create_markov_dict` on
-``text`` equals :meth:`MarkovModel.count_dict` of a model fitted on ``text[:-1]``.
+``range(len(text) - markov_order - 1)`` skips the last one: its dict of ``text`` equals
+:func:`count_dict` of a model fitted on ``text[:-1]``.
 
 Contexts are integer codes, extended one character to the left per order and renumbered by
 ``np.unique`` each time (``code_{k+1} = rank of (code_k, text[t-k-1])``), so the codes never
@@ -36,8 +36,7 @@ import dataclasses
 import numpy as np
 
 __all__ = [
-    "MarkovModel", "bits_per_char", "count_dict", "create_markov_dict", "encode", "fit",
-    "generate_from_markov", "probabilities", "sample",
+    "MarkovModel", "bits_per_char", "count_dict", "encode", "fit", "probabilities", "sample",
 ]  # fmt: skip
 
 
@@ -179,7 +178,7 @@ def sample(
     (``order`` ≤ the fitted order; default the fitted order).
 
     Each draw is the inverse CDF of one ``U[0, 1)`` from ``np.random.default_rng(seed)``.
-    Returns ``start`` followed by the new characters, as the seed's ``generate_from_markov``.
+    Returns ``start`` followed by the new characters, as seed 003's ``generate_from_markov``.
     """
     if not isinstance(length, int) or length < 1:
         raise ValueError(f"length must be an int >= 1, got {length!r}")
@@ -207,39 +206,3 @@ def count_dict(model: MarkovModel, order: int) -> dict[str, np.ndarray]:
         key = strings[pair // S]
         out.setdefault(key, np.zeros(S, int))[pair % S] = n
     return out
-
-
-# --- the seed's dict version, verbatim (the reference the vectorised counts are checked against)
-
-
-def create_markov_dict(text, markov_order=4):
-    unique_characters = np.unique(list(text))
-    n_unique = len(unique_characters)
-    transl = dict(list(zip(unique_characters, np.arange(n_unique))) +
-                  list(zip(np.arange(n_unique), unique_characters)))  # fmt: skip
-    markov_dict = dict()
-    for i in range(len(text) - markov_order - 1):
-        key = text[i:i + markov_order]  # fmt: skip
-        value = text[i + markov_order]
-        freq_table = markov_dict[key] = markov_dict.get(key, np.zeros(n_unique, dtype='int'))
-        freq_table[transl[value]] += 1
-    return markov_dict, transl
-
-
-def generate_from_markov(markov_dict, transl_dict, n=1000, starting_point=None, rng=None):
-    """The seed's sampler (unsmoothed: it stops with a KeyError at a context never seen),
-    with an optional ``rng`` in place of the global NumPy state."""
-    rng = np.random if rng is None else rng
-    if starting_point is None:
-        starting_point = rng.choice(list(markov_dict.keys()))
-    output = list(starting_point)
-    cur_key = starting_point
-    for i in range(n):
-        counts = markov_dict[cur_key]
-        counts = counts / counts.sum()
-        next_char_ind = rng.multinomial(1, counts).argmax()
-        next_char = transl_dict[next_char_ind]
-        output.append(next_char)
-        cur_key = cur_key[1:] + next_char
-    return "".join(output)
-

@@ -20,7 +20,7 @@ nn.LSTM()``) → ``index-recall``. Seed 001 ``HiHelloModel`` / ``HiHelloModel2``
 built-in ``SeqEncoderRNN``, ``SeqDecoderRNN``, ``SeqEncoderDecoderRNN`` and the masked
 ``SeqEncoderRNNMasked``, ``SeqEncoderDecoderRNNMasked`` → ``copy``; ``SumRNN``, ``SumLSTM`` →
 ``addition``; ``PredictorLSTM`` (and its sampling loop, :func:`sample_chars`) → ``charlm``, with
-the seed's dict Markov model (``jaxrnn.markov.create_markov_dict``, verbatim there) smoothed one
+the seed's dict Markov model (``parity/markov_seed.py``, verbatim) smoothed one
 context at a time by :func:`markov_dict_probabilities`. Seed 004's ``emb`` / ``rnn`` / ``lin``
 (notebook globals) as one module, ``SentimentRNN``, per review (``do_rnn``) and packed →
 ``sentiment``. Not in the seeds: ``SeqEncoderMasked`` / ``SeqEncoderDecoderMasked`` (the seed's
@@ -42,7 +42,8 @@ class Net(nn.Module):
     """Seed 000: Embedding(10, 128) → LSTM → Linear(10) on the last hidden state.
 
     The seed's cell is ``class Net(nn.Module): def __init__(self): self.rnn = nn.LSTM()``
-    (an IndentationError); the rest follows TASKS.md: ``x [B, d]`` ids → logits ``[B, V]``.
+    (an IndentationError); the layers above complete it as the index-recall task needs:
+    ``x [B, d]`` ids → logits ``[B, V]``.
     """
 
     def __init__(self, n_symbols: int = 10, embedding_dim: int = 128, hidden_size: int = 128):

@@ -1,5 +1,6 @@
-"""``charlm`` and the Markov baseline: counts by hand, Witten–Bell, the seed's dict, a tiny run
-through the CLI, and the O(n) sampler against re-feeding the whole prefix."""
+"""``charlm`` and the Markov baseline: counts by hand, Witten–Bell, a tiny run through the CLI,
+and the O(n) sampler against re-feeding the whole prefix. (The counts and probabilities against
+the seed's own dict version: the ``markov`` row of the parity suite, parity/test_task_models.py.)"""
 
 from __future__ import annotations
 
@@ -83,35 +84,6 @@ def test_bits_per_char_is_finite_on_unseen_text():
     bpc = markov.bits_per_char(model, "Q#the cat#QQ sat")  # unseen characters and contexts
     assert list(bpc) == [0, 1, 2, 3, 4]
     assert all(np.isfinite(v) and v > 0 for v in bpc.values()), bpc
-
-
-def _seed_witten_bell(dicts, transl, context: str, w: int, order: int) -> float:
-    """Interpolated Witten–Bell from the seed's dicts, one context at a time (the reference)."""
-    p = 1.0 / (len(transl) // 2)
-    for k in range(order + 1):
-        counts = dicts[k].get(context[len(context) - k :]) if len(context) >= k else None
-        if counts is not None:
-            types = np.count_nonzero(counts)
-            p = (counts[w] + types * p) / (counts.sum() + types)
-    return p
-
-
-def test_vectorised_counts_and_probabilities_equal_the_seed_dict():
-    text = make_text(3000, seed=1)
-    alphabet = "".join(sorted(set(text)))
-    # The seed's loop skips the last character: its dict of ``text`` = our counts of text[:-1].
-    model = markov.fit(text[:-1], order=5, alphabet=alphabet)
-    dicts = {}
-    for k in range(6):
-        dicts[k], transl = markov.create_markov_dict(text, markov_order=k)
-        ours = markov.count_dict(model, k)
-        assert ours.keys() == dicts[k].keys(), k
-        for h, counts in dicts[k].items():
-            np.testing.assert_array_equal(ours[h], counts, err_msg=f"order {k}, context {h!r}")
-    for context in ["The c", "at.\nA", " sing", "xyzzy"[:0], "e dog", "ing.\n"]:
-        p = markov.probabilities(model, context)
-        ref = [_seed_witten_bell(dicts, transl, context, w, 5) for w in range(len(alphabet))]
-        np.testing.assert_allclose(p, ref, rtol=1e-12, err_msg=repr(context))
 
 
 def test_markov_sample_is_seeded():

@@ -1,4 +1,5 @@
-"""Every task's default configuration reaches its TASKS.md target. Minutes each: not in CI.
+"""Every task's default configuration reaches its target (README, "Task results"). Minutes
+each: not in CI.
 
     pytest -m slow tests/test_targets.py
 
@@ -9,8 +10,8 @@ the cache (``jaxrnn train charlm`` / ``jaxrnn train sentiment`` fetch it once).
 import pytest
 
 from jaxrnn import data
-from jaxrnn.tasks.base import get_task
-from jaxrnn.train import fit
+from jaxrnn.runs import fit
+from jaxrnn.tasks import get_task
 
 pytestmark = pytest.mark.slow
 
