@@ -24,8 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+if __package__ in (None, ""):  # run as a script: the checkout's root on the path
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
 import jaxrnn
-from jaxrnn.bench import timed
+from benchmarks.bench import timed
 
 
 def wait_idle(max_load: float = 0.6, timeout: float = 60.0) -> float:

@@ -1,4 +1,9 @@
-"""``jaxrnn list | train | eval | sample | export | bench`` (also ``python -m jaxrnn``)."""
+"""``jaxrnn list | train | eval | sample | export`` (also ``python -m jaxrnn``).
+
+The command line over :mod:`jaxrnn.runs` and :mod:`jaxrnn.tasks`; the only module that speaks
+in flags (``--resume``, ``--set``): the library's errors name its arguments, and this module
+adds the command to type where one helps.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,13 @@ import pathlib
 import sys
 import typing
 
-from .tasks.base import TASKS, TaskConfig, get_task
+import jax
+
+from .interop import load_torch_state_dict, params_to_state_dict, save_torch_state_dict
+from .runs import NonFiniteError, evaluate_checkpoint, fit, restore_run, resume_config
+from .task import TaskConfig
+from .tasks import TASKS, get_task, task_of_checkpoint
+from .tasks.charlm import load_model, sample
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -59,9 +70,6 @@ def _convert(key: str, raw: str, hint):
 
 
 def _cmd_list(args) -> int:
-    from .tasks import load_all
-
-    load_all()
     for name in sorted(TASKS):
         task = TASKS[name]
         print(f"{name:14s} {task.description}")
@@ -69,15 +77,12 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .interop import load_torch_state_dict
-    from .train import fit, resume_config
-
     task = get_task(args.task)
     overrides = parse_overrides(task.Config, args.set or [])
     out = pathlib.Path(args.out or f"runs/{task.name}")
     seed = 0 if args.seed is None else args.seed
     if args.resume:  # the checkpoint's config and seed: --set names only what changes
-        config, seed = resume_config(task, out, overrides)
+        config, seed = _resume_config(task, out, overrides)
         seed = seed if args.seed is None else args.seed
     else:
         config = task.Config(**overrides)
@@ -90,15 +95,33 @@ def _cmd_train(args) -> int:
         if init is None or "state_dict" not in str(e):
             raise
         raise ValueError(f"{args.init_from_torch}: {e.args[0]}") from None
+    except NonFiniteError as e:  # the command that continues from the last good checkpoint
+        if e.saved_epoch is not None:
+            lower = f"{e.learning_rate / 10:g}"
+            e.args = (f"{e.args[0]} To continue from it: jaxrnn train {task.name} --out {out} "
+                      f"--resume --set learning_rate={lower}",)  # fmt: skip
+        raise
     print(json.dumps({"task": task.name, "final": result.final}, indent=2, default=str))
     return 0
 
 
-def _cmd_export(args) -> int:
-    from .interop import params_to_state_dict, save_torch_state_dict
-    from .train import restore_run
+def _resume_config(task, out, overrides):
+    try:
+        return resume_config(task, out, overrides)
+    except (ValueError, FileNotFoundError) as e:
+        raise type(e)(str(e).replace("cannot resume:", "--resume:", 1)) from None
 
-    task, _, _, params, _, meta = restore_run(args.task, args.checkpoint)
+
+def _task(args):
+    """The task named on the command line, else the checkpoint's; both must agree."""
+    task = task_of_checkpoint(args.checkpoint)
+    if args.task is not None and args.task != task.name:
+        raise ValueError(f"{args.checkpoint} holds a {task.name!r} checkpoint, not {args.task!r}")
+    return task
+
+
+def _cmd_export(args) -> int:
+    _, _, params, _, meta = restore_run(_task(args), args.checkpoint)
     state_dict = params_to_state_dict(params)
     save_torch_state_dict(state_dict, args.to_torch)
     which = f"best epoch {meta['best']['epoch']}" if meta.get("best") else f"epoch {meta['epoch']}"
@@ -107,30 +130,18 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .train import evaluate_checkpoint
-
-    final = evaluate_checkpoint(args.task, args.checkpoint)
-    print(json.dumps({"task": args.task, "final": final}, indent=2, default=str))
+    task = _task(args)
+    final = evaluate_checkpoint(task, args.checkpoint)
+    print(json.dumps({"task": task.name, "final": final}, indent=2, default=str))
     return 0
 
 
 def _cmd_sample(args) -> int:
-    import jax
-
-    from .tasks.charlm import load_model, sample
-
     model, params, config = load_model(args.checkpoint)
     text = sample(model, params, config.alphabet, args.prompt, args.length, args.temperature,
                   key=jax.random.key(args.seed))  # fmt: skip
     print(args.prompt + text)
     return 0
-
-
-def _cmd_bench(args) -> int:
-    from . import bench
-
-    return bench.main(args.rows, steps=args.steps, rounds=args.rounds, to_target=args.to_target,
-                      compute_dtype=args.compute_dtype)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,11 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "on a CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N")  # fmt: skip
     train.set_defaults(func=_cmd_train)
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
-    ev.add_argument("task")
+    ev.add_argument("task", nargs="?", help="optional: the checkpoint knows its task")
     ev.add_argument("--checkpoint", required=True, help="a run directory or checkpoint file")
     ev.set_defaults(func=_cmd_eval)
     ex = sub.add_parser("export", help="write a run's params as a torch state_dict")
-    ex.add_argument("task")
+    ex.add_argument("task", nargs="?", help="optional: the checkpoint knows its task")
     ex.add_argument("--checkpoint", required=True, help="a run directory or checkpoint file")
     ex.add_argument("--to-torch", required=True, metavar="FILE.pt", help="where to write it")
     ex.set_defaults(func=_cmd_export)
@@ -167,16 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     sm.add_argument("--seed", type=int, default=0)
     sm.set_defaults(func=_cmd_sample)
-    be = sub.add_parser("bench", help="time every task's train step against its torch model "
-                                      "(needs the parity extra)")  # fmt: skip
-    be.add_argument("rows", nargs="*", help="row ids or task names (default: all)")
-    be.add_argument("--steps", type=int, default=10, help="timed steps per round and column")
-    be.add_argument("--rounds", type=int, default=3, help="rounds (the column order alternates)")
-    be.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32",
-                    help="the jax columns' train-step dtype (torch stays float32)")
-    be.add_argument("--to-target", action="store_true",
-                    help="instead: wall clock to each task's target, jaxrnn vs its torch twin")
-    be.set_defaults(func=_cmd_bench)
     return parser
 
 

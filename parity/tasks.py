@@ -21,7 +21,7 @@ compares, with the error ``max|Δ| / max(1, max|ref|)`` of ``parity/checks.py``:
              Gradients are clipped where the task's config clips them, as the engine does
              (``grad_clip``: copy's variable-length variants, 1.0; not in the seed):
              ``torch.nn.utils.clip_grad_norm_`` before each torch step, the same formula
-             (``jaxrnn.train.clip_grad_norm``, the engine's) chained before optax.adam
+             (``jaxrnn.engine.clip_grad_norm``, the engine's) chained before optax.adam
   decode     what the task evaluates beyond the loss, at the starting weights: free-running
              generation (sinusoid: the generated values) or greedy decoding (copy, addition:
              the tokens, which must be equal — inf if any differs — ``Addition.predict``'s
@@ -53,12 +53,13 @@ import torch
 import torch.nn.functional as F
 
 import jaxrnn
-from jaxrnn.train import clip_grad_norm
+from jaxrnn.engine import clip_grad_norm
 from jaxrnn import markov
 from jaxrnn.tasks import addition, charlm, hihello, sentiment, sinusoid
-from jaxrnn.tasks.base import Batch, Task, TaskConfig, get_task
+from jaxrnn.task import Batch, Task, TaskConfig
+from jaxrnn.tasks import get_task
 
-from . import models
+from . import markov_seed, models
 from .cases import DTYPE_TAG, DTYPES
 from .checks import ADAM, TOL, seed_of, worst
 
@@ -548,7 +549,7 @@ def run_markov(row: MarkovRow, dtype: str = "float64") -> TaskReport:
     S, K = len(alphabet), row.order
     # the seed's loop skips the last character: its dicts of text = our counts of text[:-1]
     model = markov.fit(text[:-1], K, alphabet=alphabet)
-    dicts = {k: markov.create_markov_dict(text, markov_order=k)[0] for k in range(K + 1)}
+    dicts = {k: markov_seed.create_markov_dict(text, markov_order=k)[0] for k in range(K + 1)}
     for k in range(K + 1):
         ours = markov.count_dict(model, k)
         if ours.keys() != dicts[k].keys():
@@ -588,7 +589,7 @@ def torch_reference(entry: TaskModel, config: TaskConfig, dtype: str, rng) -> to
 
 def optimizer(grad_clip: float = 0.0) -> optax.GradientTransformation:
     """optax.adam with ``checks.ADAM``; clipped first when ``grad_clip > 0`` (the chain of
-    ``jaxrnn.train.make_optimizer``, whose clipping is torch's formula)."""
+    ``jaxrnn.engine.make_optimizer``, whose clipping is torch's formula)."""
     adam = optax.adam(ADAM["lr"], b1=ADAM["b1"], b2=ADAM["b2"], eps=ADAM["eps"])
     return optax.chain(clip_grad_norm(grad_clip), adam) if grad_clip > 0 else adam
 

@@ -1,4 +1,4 @@
-"""``jaxrnn bench`` end to end on its smallest rows (the timing table itself, not its numbers)."""
+"""``python -m benchmarks.bench`` end to end on its smallest rows (the timing table itself, not its numbers)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import pytest
 
 pytest.importorskip("torch")
 
-from jaxrnn import cli  # noqa: E402
+from benchmarks import bench  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_bench_prints_a_row_per_model(dtype, capsys):
-    assert cli.main(["bench", "hihello", "--steps", "2", "--rounds", "1",
-                     "--compute-dtype", dtype]) == 0  # fmt: skip
+    args = bench.parse_args(["hihello", "--steps", "2", "--rounds", "1", "--compute-dtype", dtype])
+    assert bench.main(args.rows, steps=args.steps, rounds=args.rounds,
+                      compute_dtype=args.compute_dtype) == 0  # fmt: skip
     out = capsys.readouterr().out
     row = re.compile(r"^\| (hihello\S*) \|.*?\*\*([\d.]+)\*\*", re.M)  # id ... **ratio**
     rows = dict(row.findall(out))
@@ -24,5 +25,5 @@ def test_bench_prints_a_row_per_model(dtype, capsys):
 
 def test_bench_refuses_an_unknown_dtype(capsys):
     with pytest.raises(SystemExit):
-        cli.main(["bench", "hihello", "--compute-dtype", "float16"])
+        bench.parse_args(["hihello", "--compute-dtype", "float16"])
     assert "invalid choice: 'float16'" in capsys.readouterr().err

@@ -9,6 +9,8 @@ import torch
 
 from jaxrnn import cli
 from jaxrnn.interop import load_torch_state_dict
+from jaxrnn.runs import restore_run
+from jaxrnn.tasks import get_task
 
 from . import models
 
@@ -40,20 +42,17 @@ def test_torch_to_jaxrnn_to_torch_round_trip_is_bit_exact(tmp_path):
 
 
 def test_exported_trained_run_computes_what_jaxrnn_computes(tmp_path):
-    from jaxrnn.tasks.base import get_task
-    from jaxrnn.train import restore_run
-
     run = tmp_path / "run"
     assert cli.main(["train", "index-recall", "--out", str(run), *SETS]) == 0
     assert cli.main(["export", "index-recall", "--checkpoint", str(run),
                      "--to-torch", str(tmp_path / "out.pt")]) == 0  # fmt: skip
     net = _reference().double()
     net.load_state_dict(torch.load(tmp_path / "out.pt", weights_only=True))
-    task, config, model, params, data, _ = restore_run("index-recall", run)
+    task = get_task("index-recall")
+    config, steps, params, data, _ = restore_run(task, run)
     x = data["test"]["x"][:16]
-    ours = np.asarray(model.apply({"params": params}, **task.model_inputs({"x": x})))
+    ours = np.asarray(steps.model.apply({"params": params}, **task.model_inputs({"x": x})))
     theirs = net(torch.from_numpy(x).long()).detach().numpy()
-    assert get_task("index-recall") == task
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-5 * max(1, np.abs(theirs).max()))
 
 

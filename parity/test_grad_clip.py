@@ -2,7 +2,7 @@
 
 torch: ``total = ‖(‖g_1‖, …, ‖g_n‖)‖₂`` over every parameter, each gradient multiplied by
 ``min(1, max_norm / (total + 1e-6))``. The engine (``make_optimizer`` with ``grad_clip > 0``)
-chains ``jaxrnn.train.clip_grad_norm``, the same formula, before Adam: clipped gradients and
+chains ``jaxrnn.engine.clip_grad_norm``, the same formula, before Adam: clipped gradients and
 the parameters after clipped Adam steps agree to float64 rounding. (``optax.clip_by_global_norm``
 has no 1e-6 and would differ by a relative ``1e-6 / total``: see the last test.)
 """
@@ -15,8 +15,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxrnn.tasks.base import TaskConfig
-from jaxrnn.train import clip_grad_norm, make_optimizer
+from jaxrnn.task import TaskConfig
+from jaxrnn.engine import clip_grad_norm, make_optimizer
 
 torch = pytest.importorskip("torch")
 

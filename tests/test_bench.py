@@ -1,4 +1,4 @@
-"""The parts of ``jaxrnn bench`` that can be wrong without torch: FLOP counting and the layer
+"""The parts of the benchmark (``benchmarks/bench.py``) that can be wrong without torch: FLOP counting and the layer
 swaps (the timing itself is measured, not asserted)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 import jaxrnn
-from jaxrnn import bench, layers
+from benchmarks import bench
+from jaxrnn import layers
 from jaxrnn.tasks import index_recall
 
 

@@ -16,9 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrnn.tasks.base import TASKS, Task, TaskConfig, iterate_batches
 from jaxrnn.checkpoints import BEST, CHECKPOINT, load_checkpoint
-from jaxrnn.train import evaluate_batched, evaluate_checkpoint, fit
+from jaxrnn.runs import evaluate_checkpoint, fit
+from jaxrnn.task import Task, TaskConfig, iterate_batches
 
 PEAK = 0.43
 
@@ -53,10 +53,10 @@ class Toy(Task):
         w = model.apply({"params": params}, batch["x"]).mean()
         return (w - 1) ** 2, {"score": -((w - PEAK) ** 2), "w": w}
 
-    def evaluate(self, model, params, data, config):
+    def evaluate(self, steps, params, data, config):
         final = {}
         for name in set(data) - {"train"}:
-            metrics = evaluate_batched(self, model, params, data[name], config)
+            metrics = steps.evaluate(params, self.batches(data[name], config, None))
             final |= {f"{name}_{k}": v for k, v in metrics.items()}
         return final
 
@@ -149,11 +149,10 @@ def test_resume_with_selection_is_bit_identical(tmp_path, cut):
     _same_tree(*saved)
 
 
-def test_evaluate_checkpoint_uses_the_best_params(tmp_path, monkeypatch):
-    monkeypatch.setitem(TASKS, Toy.name, lambda: TOY)  # get_task(name) → TOY
+def test_evaluate_checkpoint_uses_the_best_params(tmp_path):
     result = fit(TOY, ToyConfig(), out_dir=tmp_path, progress=False)
     for path in (tmp_path, tmp_path / CHECKPOINT, tmp_path / BEST):
-        final = evaluate_checkpoint(Toy.name, path)
+        final = evaluate_checkpoint(TOY, path)
         assert final == pytest.approx(result.final), path
 
 
@@ -166,7 +165,7 @@ def test_batches_hook_drives_training_and_evaluation():
 
 def test_on_device_epoch_refuses_batches_of_several_shapes():
     with pytest.raises(ValueError, match=r"on_device_epoch=True .* 2 different shapes .* "
-                                         r"set on_device_epoch=false"):  # fmt: skip
+                                         r"set on_device_epoch=False"):  # fmt: skip
         fit(ToyRagged(), ToyConfig(epochs=1, on_device_epoch=True), progress=False)
 
 

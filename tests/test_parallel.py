@@ -22,8 +22,8 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     import jax, numpy as np
-    from jaxrnn import parallel, train
-    from jaxrnn.tasks.base import get_task
+    from jaxrnn import parallel, runs
+    from jaxrnn.tasks import get_task
 
     assert len(jax.devices()) == 2, jax.devices()
     task = get_task("index-recall")
@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent(
     for devices in (1, 2):
         for on_device in (False, True):
             config = task.Config(n=128, batch_size=32, epochs=2, on_device_epoch=on_device)
-            r = train.fit(task, config, seed=0, progress=False, devices=devices)
+            r = runs.fit(task, config, seed=0, progress=False, devices=devices)
             leaves = jax.tree.leaves(r.state.params)
             kind = {leaf.sharding.is_fully_replicated for leaf in leaves}
             out[f"{devices}-{on_device}"] = {

@@ -27,9 +27,10 @@ from checks import init_random, make_tar
 from jaxrnn import cli, data
 from jaxrnn.data import DataError
 from jaxrnn.tasks.addition import IN_ALPHABET, encode_strings
-from jaxrnn.tasks.base import Task, TaskConfig, get_task
+from jaxrnn.task import Task, TaskConfig
+from jaxrnn.tasks import get_task
 from jaxrnn.tasks.sentiment import encode_split
-from jaxrnn.train import fit
+from jaxrnn.runs import fit
 
 # Small and reproducible: no example database is written (no .hypothesis/ folder).
 PROPERTY = settings(max_examples=25, deadline=None, database=None,

@@ -32,16 +32,10 @@ from flax import serialization
 
 from jaxrnn import cli
 from jaxrnn.checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
-from jaxrnn.tasks.base import TASKS, Task, TaskConfig, get_task, iterate_batches
-from jaxrnn.train import (
-    NonFiniteError,
-    TrainState,
-    config_from_meta,
-    fit,
-    make_optimizer,
-    make_steps,
-    no_fault,
-)
+from jaxrnn.tasks import get_task, TASKS
+from jaxrnn.task import iterate_batches, Task, TaskConfig
+from jaxrnn.runs import config_from_meta, fit, NonFiniteError
+from jaxrnn.engine import make_optimizer, make_steps, no_fault, TrainState
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -99,7 +93,7 @@ class FaultToy(Task):
         trap = jnp.mean(jnp.sqrt(batch["z"] + 0.0 * w))
         return fit_term + domain + trap, {"w": w}
 
-    def evaluate(self, model, params, data, config):
+    def evaluate(self, steps, params, data, config):
         return {"w": float(params["w"])}
 
 
@@ -137,7 +131,7 @@ def test_the_step_applies_no_update_from_the_first_bad_step_on():
     bad = {"x": np.full((1, 1), np.nan, np.float32), "z": good["z"]}
     state = TrainState.create(apply_fn=model.apply, params={"w": jnp.zeros(())},
                               tx=make_optimizer(config), key=jax.random.PRNGKey(0))  # fmt: skip
-    train_step = make_steps(TOY, model)[0]
+    train_step = make_steps(TOY, model).train
     fault = no_fault()
     state, _, fault = train_step(state, good, fault)
     after_good = jax.device_get((state.params, state.opt_state, state.step))
@@ -163,8 +157,10 @@ def test_a_fault_keeps_the_last_good_checkpoint_and_resumes_with_a_lower_rate(tm
     message = str(caught.value)
     assert (caught.value.step, caught.value.epoch) == (4, 2)
     assert "non-finite loss (nan) at step 4 (epoch 2, batch 2 of 2, learning_rate=1)" in message
-    assert f"The last good checkpoint, {tmp_path / CHECKPOINT} (epoch 1), is kept." in message
-    assert f"jaxrnn train fault-toy --out {tmp_path} --resume --set learning_rate=0.1" in message
+    assert f"The last good checkpoint, {tmp_path / CHECKPOINT} (epoch 1), is kept" in message
+    assert "fit(..., resume=True) with a lower learning_rate" in message and "e.g. 0.1" in message
+    assert "--resume" not in message  # the library names its arguments, not the CLI's flags
+    assert caught.value.saved_epoch == 1 and caught.value.learning_rate == 1
     assert (tmp_path / CHECKPOINT).read_bytes() == epoch1  # not overwritten
 
     lower = fit(TOY, config.replace(learning_rate=0.01), out_dir=tmp_path, progress=False,
@@ -184,6 +180,7 @@ def test_cli_fault_then_resume_with_only_the_learning_rate_set(tmp_path, capsys,
     err = capsys.readouterr().err
     assert ("\njaxrnn train: error: fault-toy: non-finite loss (nan) at step 4 (epoch 2, "
             "batch 2 of 2") in err, err  # after the progress bar  # fmt: skip
+    assert f"jaxrnn train fault-toy --out {tmp_path} --resume --set learning_rate=0.1" in err
     # --resume takes the checkpoint's config (n, cap): --set names only what changes.
     args = ["train", TOY.name, "--out", str(tmp_path), "--resume", "--set", "learning_rate=0.01"]
     assert cli.main(args) == 0
@@ -252,8 +249,8 @@ KILLED_SAVE = r"""
 import os, pathlib, shutil, sys, time
 from jaxrnn import files
 from jaxrnn.checkpoints import CHECKPOINT
-from jaxrnn.tasks.base import get_task
-from jaxrnn.train import fit
+from jaxrnn.tasks import get_task
+from jaxrnn.runs import fit
 
 out = pathlib.Path(sys.argv[1])
 opened = []

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxrnn import cli
-from jaxrnn.tasks.base import get_task
+from jaxrnn.tasks import get_task
 from jaxrnn.tasks.sentiment import (
     SentimentConfig,
     SentimentRNN,
@@ -21,7 +21,7 @@ from jaxrnn.tasks.sentiment import (
     tokenize,
 )
 from jaxrnn.checkpoints import BEST
-from jaxrnn.train import fit
+from jaxrnn.runs import fit
 
 GOOD, BAD = ["great", "fun", "moving", "superb"], ["dull", "awful", "boring", "mess"]
 FILLER = ["the", "film", "a", "plot", "is", "and", "cast", "with"]

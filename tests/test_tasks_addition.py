@@ -6,8 +6,9 @@ import numpy as np
 import optax
 
 from jaxrnn.tasks.addition import IN_ALPHABET, OUT_ALPHABET, decode_ids
-from jaxrnn.tasks.base import TaskConfig, get_task
-from jaxrnn.train import make_optimizer
+from jaxrnn.task import TaskConfig
+from jaxrnn.tasks import get_task
+from jaxrnn.engine import make_optimizer
 
 
 def _problems(split, config):

@@ -11,7 +11,8 @@ import pytest
 
 from jaxrnn.interop import params_to_state_dict
 from jaxrnn.tasks import bitflip, sinusoid
-from jaxrnn.train import fit
+from jaxrnn.engine import make_steps
+from jaxrnn.runs import fit
 
 TINY_BITFLIP = bitflip.BitFlipConfig(n_bits=6, embedding_dim=8, epochs=3)
 TINY_SINUSOID = sinusoid.SinusoidConfig(n_time_steps=30, n_train=64, n_test=16, epochs=4,
@@ -185,7 +186,7 @@ def test_sinusoid_plot_writes_generation_png(tmp_path):
     data = task.data(config, np.random.default_rng(0))
     model = task.model(config)
     params = task.init(model, jax.random.key(0), task.init_batch(data, config))
-    files = task.plot(model, params, data, config, tmp_path)
+    files = task.plot(make_steps(task, model), params, data, config, tmp_path)
     assert files == [str(tmp_path / "generation.png")]
     assert (tmp_path / "generation.png").stat().st_size > 0
 

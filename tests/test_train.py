@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from jaxrnn import cli
-from jaxrnn.tasks.base import get_task
+from jaxrnn.tasks import get_task
 from jaxrnn.checkpoints import CHECKPOINT, load_checkpoint
-from jaxrnn.train import fit, mixed_precision
+from jaxrnn.runs import fit
+from jaxrnn.engine import mixed_precision
 
 TINY = {
     "hihello": ["epochs=5"],

@@ -38,7 +38,7 @@ from ..cells import CellWeights, elman_step
 from ..embedding import Embed, check_ids
 from ..layers import LinearWeights
 from ..scan import masked_scan
-from .base import Task, TaskConfig, register
+from ..task import Task, TaskConfig
 
 N_SYMBOLS = 2  # bits: ids 0 and 1
 N_CLASSES = 2  # output classes: bit 0, bit 1
@@ -203,7 +203,6 @@ def predict(params, ints, config: BitFlipConfig = BitFlipConfig()) -> np.ndarray
 # ----------------------------------------------------------------------------- task
 
 
-@register
 class BitFlip(Task):
     name = "bitflip"
     Config = BitFlipConfig
@@ -237,17 +236,15 @@ class BitFlip(Task):
             "exact": jnp.mean(jnp.all(right, axis=1)),
         }
 
-    def evaluate(self, model, params, data, config):
-        from ..train import evaluate_task
-
-        test = evaluate_task(self, model, params, data["test"], len(data["test"]["x"]))
+    def evaluate(self, steps, params, data, config):
+        test = steps.evaluate_split(params, data["test"], len(data["test"]["x"]))
         return {
             "test_bit_accuracy": test["bit_accuracy"],
             "test_exact": test["exact"],
             "test_loss": test["loss"],
         }
 
-    def epoch_report(self, model, params, data, config, epoch):
+    def epoch_report(self, steps, params, data, config, epoch):
         if epoch == 1 or epoch % 10 == 0:
             ints = from_bits(data["test"]["x"][:3])
             pairs = ", ".join(

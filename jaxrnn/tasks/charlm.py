@@ -52,14 +52,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import serialization
 
 from .. import markov
+from ..checkpoints import read_checkpoint
 from ..cells import torch_uniform
 from ..data import CORPORA, load_text
 from ..embedding import check_ids, lookup
 from ..files import save_figure
 from ..layers import LSTM
-from .base import Batch, Task, TaskConfig, register
+from ..runs import config_from_meta
+from ..task import Batch, Task, TaskConfig
 
 PAD = 0  # never a character; ids are alphabet index + 1
 LN2 = math.log(2)
@@ -252,11 +255,6 @@ def sample(model, params, alphabet: str, prompt: str, length: int, temperature: 
 def load_model(checkpoint) -> tuple[PredictorLSTM, dict, CharLMConfig]:
     """``(model, params, config)`` of a ``charlm`` checkpoint (a run directory or a file): the
     selected epoch's params when the checkpoint holds them, else the last epoch's."""
-    from flax import serialization
-
-    from ..checkpoints import read_checkpoint
-    from ..train import config_from_meta
-
     payload, meta = read_checkpoint(pathlib.Path(checkpoint))
     if meta.get("task") != CharLM.name:
         raise ValueError(f"{checkpoint} holds a {meta.get('task')!r} checkpoint; sampling needs "
@@ -275,7 +273,6 @@ def load_model(checkpoint) -> tuple[PredictorLSTM, dict, CharLMConfig]:
 # ----------------------------------------------------------------------------- the task
 
 
-@register
 class CharLM(Task):
     name = "charlm"
     Config = CharLMConfig
@@ -323,8 +320,8 @@ class CharLM(Task):
         accuracy = jnp.sum((logits.argmax(-1) == y) & scored) / jnp.maximum(jnp.sum(scored), 1)
         return loss, {"bits_per_char": loss / LN2, "accuracy": accuracy}
 
-    def evaluate(self, model, params, data, config):
-        nats, chars, right = self.score(model, params, data["valid"], config)
+    def evaluate(self, steps, params, data, config):
+        nats, chars, right = self.score(steps, params, data["valid"], config)
         result = {
             "val_bits_per_char": nats / chars / LN2,
             "val_loss": nats / chars,
@@ -336,21 +333,18 @@ class CharLM(Task):
             result.update(self.markov_baselines(config))
             result["beats_markov"] = result["val_bits_per_char"] < result[
                 "markov_best_val_bits_per_char"]  # fmt: skip
-        text = sample(model, params, config.alphabet, config.prompt, config.sample_length,
+        text = sample(steps.model, params, config.alphabet, config.prompt, config.sample_length,
                       config.temperature, key=jax.random.key(0))  # fmt: skip
         result["sample"] = config.prompt + text
         return result
 
-    def score(self, model, params, split: Batch, config) -> tuple[float, int, int]:
+    def score(self, steps, params, split: Batch, config) -> tuple[float, int, int]:
         """Total nats, scored characters and right top-1 guesses over a whole split (exact per
         character, unlike the per-epoch mean, which weights every window alike)."""
-        from ..train import make_steps
-
-        eval_step = make_steps(self, model)[1]  # the engine's compiled step: no new compile
         nats = right = chars = 0.0
         for batch in self.batches(split, config, None):
             n = int(np.sum(batch["y"] != PAD))
-            metrics = eval_step(params, batch)
+            metrics = steps.eval(params, batch)
             nats += float(metrics["loss"]) * n
             right += float(metrics["accuracy"]) * n
             chars += n
@@ -372,13 +366,13 @@ class CharLM(Task):
                                            start=config.prompt or "\n", order=best),
         }
 
-    def epoch_report(self, model, params, data, config, epoch):
+    def epoch_report(self, steps, params, data, config, epoch):
         key = jax.random.fold_in(jax.random.key(0), epoch)
-        text = sample(model, params, config.alphabet, config.prompt, config.report_length,
+        text = sample(steps.model, params, config.alphabet, config.prompt, config.report_length,
                       config.temperature, key=key)  # fmt: skip
         return f"sample (T={config.temperature}):\n{config.prompt}{text}"
 
-    def plot(self, model, params, data, config, out_dir):
+    def plot(self, steps, params, data, config, out_dir):
         """``bpc.png``: LSTM bits per character per epoch against each Markov order's (lines);
         ``sample.txt``: the final sample. Reads the run's ``metrics.json``."""
         out_dir = pathlib.Path(out_dir)

@@ -28,7 +28,7 @@ from ..cells import CellWeights, elman_step
 from ..files import save_figure
 from ..layers import RNN, LinearWeights
 from ..scan import length_mask, masked_scan
-from .base import Task, TaskConfig, register
+from ..task import Task, TaskConfig
 
 STOP = 0  # the stop / padding symbol of the variable-length variants
 FIXED = ("copy", "reverse")
@@ -142,7 +142,6 @@ class SeqEncoderDecoder(nn.Module):
         return dec(self.hidden_dim, self.vocab, name="decoder")(h, x.shape[1])
 
 
-@register
 class Copy(Task):
     name = "copy"
     Config = CopyConfig
@@ -197,28 +196,23 @@ class Copy(Task):
         }
 
     # -- evaluation -----------------------------------------------------------------------
-    def evaluate(self, model, params, data, config):
-        from ..train import evaluate_task
-
-        test = evaluate_task(self, model, params, data["test"], config.batch_size)
+    def evaluate(self, steps, params, data, config):
+        test = steps.evaluate_split(params, data["test"], config.batch_size)
         final = {f"test_{k}": v for k, v in test.items()}
         if config.variant in FIXED:
-            final["length_curve"] = self.length_curve(model, params, config)
+            final["length_curve"] = self.length_curve(steps, params, config)
         return final
 
-    def length_curve(self, model, params, config, lengths=range(2, 21), n=500):
+    def length_curve(self, steps, params, config, lengths=range(2, 21), n=500):
         """Token accuracy of a fixed-length model on lengths it was not trained on."""
-        from ..train import evaluate_task
-
         rng = np.random.default_rng(12345)
-        return {
-            str(L): evaluate_task(self, model, params, self.sample(config, rng, n, L), n)[
-                "token_accuracy"
-            ]
-            for L in lengths
-        }
+        curve = {}
+        for L in lengths:
+            split = self.sample(config, rng, n, L)
+            curve[str(L)] = steps.evaluate_split(params, split, n)["token_accuracy"]
+        return curve
 
-    def plot(self, model, params, data, config, out_dir):
+    def plot(self, steps, params, data, config, out_dir):
         if config.variant not in FIXED:
             return []
         import matplotlib
@@ -226,7 +220,7 @@ class Copy(Task):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        curve = self.length_curve(model, params, config)
+        curve = self.length_curve(steps, params, config)
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([int(k) for k in curve], list(curve.values()), "o-")
         ax.axvline(config.length, color="gray", ls="--", label=f"trained on length {config.length}")

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from ..layers import RNN
-from .base import Task, TaskConfig, register
+from ..task import Task, TaskConfig
 
 IDX2CHAR = ("h", "i", "e", "l", "o")
 X_DATA = (0, 1, 0, 2, 3, 3)  # "hihell"
@@ -72,7 +72,6 @@ def decode(ids) -> str:
     return "".join(IDX2CHAR[int(i)] for i in ids)
 
 
-@register
 class HiHello(Task):
     name = "hihello"
     Config = HiHelloConfig
@@ -96,16 +95,16 @@ class HiHello(Task):
     def _predict(self, model, params, x) -> str:
         return decode(model.apply({"params": params}, x).argmax(-1)[0])
 
-    def evaluate(self, model, params, data, config):
+    def evaluate(self, steps, params, data, config):
         batch = data["test"]
-        loss, metrics = self.loss(model, params, batch, key=None, train=False)
+        metrics = steps.eval(params, batch)
         return {
-            "predicted": self._predict(model, params, batch["x"]),
-            "loss": float(loss),
+            "predicted": self._predict(steps.model, params, batch["x"]),
+            "loss": float(metrics["loss"]),
             "accuracy": float(metrics["accuracy"]),
         }
 
-    def epoch_report(self, model, params, data, config, epoch):
+    def epoch_report(self, steps, params, data, config, epoch):
         if epoch == 1 or epoch % 10 == 0:
-            return f"predicted {self._predict(model, params, data['test']['x'])!r}"
+            return f"predicted {self._predict(steps.model, params, data['test']['x'])!r}"
         return None

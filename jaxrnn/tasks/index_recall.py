@@ -15,7 +15,7 @@ import optax
 
 from ..embedding import Embed, check_ids
 from ..layers import LSTM
-from .base import Task, TaskConfig, register
+from ..task import Task, TaskConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,6 @@ class IndexRecallModel(nn.Module):
         return nn.Dense(self.vocab, name="fc")(h_n[-1])  # [B, V]
 
 
-@register
 class IndexRecall(Task):
     name = "index-recall"
     Config = IndexRecallConfig
@@ -84,8 +83,6 @@ class IndexRecall(Task):
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
         return loss, {"accuracy": jnp.mean(logits.argmax(-1) == batch["y"])}
 
-    def evaluate(self, model, params, data, config):
-        from ..train import evaluate_task
-
-        metrics = evaluate_task(self, model, params, data["test"], config.batch_size)
+    def evaluate(self, steps, params, data, config):
+        metrics = steps.evaluate_split(params, data["test"], config.batch_size)
         return {"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"]}

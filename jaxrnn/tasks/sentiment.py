@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import re
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -41,10 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..data import load_reviews
 from ..embedding import Embed, check_ids
 from ..files import save_figure
 from ..layers import LSTM, RNN
-from .base import Batch, Task, TaskConfig, register
+from ..task import Batch, Task, TaskConfig
 
 PAD = 0  # id at padded positions: any valid id, as ``lengths`` masks them
 MODE_DEFAULTS = {  # for fields left None; measured on Rotten Tomatoes (see SentimentConfig)
@@ -195,7 +197,6 @@ class SentimentRNN(nn.Module):
 # ----------------------------------------------------------------------------- the task
 
 
-@register
 class Sentiment(Task):
     name = "sentiment"
     Config = SentimentConfig
@@ -209,8 +210,6 @@ class Sentiment(Task):
         return config.replace(**{k: v for k, v in defaults.items() if getattr(config, k) is None})
 
     def data(self, config, rng):
-        from ..data import load_reviews
-
         _check_fractions(config)
         texts, labels = load_reviews(config.dataset)
         reviews = [tokenize(text, config.tokenizer) for text in texts]
@@ -257,19 +256,15 @@ class Sentiment(Task):
         loss = optax.sigmoid_binary_cross_entropy(z, batch["y"]).mean()
         return loss, {"accuracy": jnp.mean((z > 0) == (batch["y"] > 0.5))}
 
-    def evaluate(self, model, params, data, config):
-        from ..train import evaluate_batched
-
+    def evaluate(self, steps, params, data, config):
         final = {}
         for name in ("test", "valid"):
-            metrics = evaluate_batched(self, model, params, data[name], config)
+            metrics = steps.evaluate(params, self.batches(data[name], config, None))
             final |= {f"{name}_accuracy": metrics["accuracy"], f"{name}_loss": metrics["loss"]}
         return final
 
-    def plot(self, model, params, data, config, out_dir):
+    def plot(self, steps, params, data, config, out_dir):
         """``accuracy.png``: train and valid accuracy per epoch, the selected epoch marked."""
-        import json
-
         import matplotlib
 
         matplotlib.use("Agg")

@@ -44,7 +44,7 @@ from ..cells import CellWeights, linear_step
 from ..files import save_figure
 from ..layers import LinearWeights
 from ..scan import linear_recurrence
-from .base import Task, TaskConfig, register
+from ..task import Task, TaskConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +175,6 @@ def generation_mse(model: LinRNN, params, x, observe: int) -> float:
 # ----------------------------------------------------------------------------- task
 
 
-@register
 class Sinusoid(Task):
     name = "sinusoid"
     Config = SinusoidConfig
@@ -204,18 +203,18 @@ class Sinusoid(Task):
         mse = jnp.mean((model.apply({"params": params}, x[:, :-1]) - x[:, 1:]) ** 2)
         return mse, {"mse": mse}
 
-    def evaluate(self, model, params, data, config):
+    def evaluate(self, steps, params, data, config):
         x = data["test"]["x"]
         return {
-            "test_mse": float(self.loss(model, params, {"x": x}, key=None, train=False)[0]),
-            "generation_mse": generation_mse(model, params, x, config.observe),
+            "test_mse": float(steps.eval(params, {"x": x})["loss"]),
+            "generation_mse": generation_mse(steps.model, params, x, config.observe),
         }
 
-    def epoch_report(self, model, params, data, config, epoch):
-        gen = generation_mse(model, params, data["test"]["x"], config.observe)
+    def epoch_report(self, steps, params, data, config, epoch):
+        gen = generation_mse(steps.model, params, data["test"]["x"], config.observe)
         return f"generation_mse {gen:.4g}"
 
-    def plot(self, model, params, data, config, out_dir, n: int = 4):
+    def plot(self, steps, params, data, config, out_dir, n: int = 4):
         """``generation.png``: true vs generated for the first ``n`` test sequences."""
         import matplotlib
 
@@ -223,7 +222,7 @@ class Sinusoid(Task):
         import matplotlib.pyplot as plt
 
         x = data["test"]["x"][:n]
-        y = np.asarray(generate(model, params, x, config.observe))
+        y = np.asarray(generate(steps.model, params, x, config.observe))
         generated = np.concatenate([x[:, : config.observe], y[:, config.observe - 1 :]], axis=1)
         fig, axes = plt.subplots(len(x), 1, figsize=(10, 1.6 * len(x)), sharex=True, squeeze=False)
         for ax, true, gen in zip(axes[:, 0], x[..., 0], generated[..., 0]):

@@ -1,9 +1,14 @@
-"""``jaxrnn bench``: every task's training step, jaxrnn against the seeds' PyTorch models.
+"""Every task's training step, jaxrnn against the seeds' PyTorch models.
+
+Run from a checkout (it needs the torch twins in ``parity/`` and the ``parity`` extra)::
+
+    python -m benchmarks.bench [ROWS...] [--steps N] [--rounds N] [--to-target]
+    python benchmarks/bench.py ...          (the same)
 
 For each task's default model, configuration and batch size (one row per model variant), in
 one process and on the same batches:
 
-  jaxrnn     the engine's jitted train step (``train.make_steps``): loss, gradients, optax update
+  jaxrnn     the engine's jitted train step (``engine.make_steps``): loss, gradients, optax update
   autodiff   the same with ``fused_backward=False``: plain autodiff through ``lax.scan``
   flax       the same task model with its jaxrnn layers swapped for stacked
              ``flax.linen.RNN(OptimizedLSTMCell | SimpleCell)`` — what a straightforward Flax
@@ -24,6 +29,7 @@ torch is only in the ``parity`` extra: ``pip install -e ".[parity]"``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import importlib
@@ -32,6 +38,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from typing import Callable, Iterator, NamedTuple
@@ -41,10 +48,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import data as corpora
-from . import layers
-from .tasks.base import Task, TaskConfig, get_task
-from .train import TrainState, make_optimizer, make_steps, no_fault
+if __package__ in (None, ""):  # run as a script: the checkout's root on the path, for parity/
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from jaxrnn import data as corpora
+from jaxrnn import layers
+from jaxrnn.cells import affine, output_of
+from jaxrnn.engine import create_state, make_steps, no_fault
+from jaxrnn.interop import state_dict_to_params
+from jaxrnn.scan import masked_scan
+from jaxrnn.task import Task, TaskConfig
+from jaxrnn.tasks import get_task
 
 
 class Row(NamedTuple):
@@ -188,10 +202,8 @@ def train_batches(task: Task, config: TaskConfig, n: int) -> list[dict]:
 def jax_step(task: Task, model, config: TaskConfig, batches: list[dict]) -> Callable[[], None]:
     """One engine train step per call, cycling through ``batches``."""
     params = task.init(model, jax.random.key(0), batches[0])
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config),
-                              key=jax.random.key(1))  # fmt: skip
-    # make_steps without its cache: the flax twin is equal to the jaxrnn model as a dataclass
-    train_step = make_steps.__wrapped__(task, model, config.compute_dtype)[0]
+    state = create_state(model, params, config, seed=0)
+    train_step = make_steps(task, model, config.compute_dtype).train
     holder, i = [state, no_fault()], [0]
 
     def run():
@@ -305,9 +317,6 @@ def flax_layers(task_name: str) -> Iterator[bool]:
 def autodiff_layers() -> Iterator[None]:
     """Within the block, jaxrnn layers scan with plain autodiff (``masked_scan`` of the same
     core), as ``fused_backward=False`` does."""
-    from .cells import affine, output_of
-    from .scan import masked_scan
-
     def plain(core, carry, gx, weight_hh, bias_hh=None, mask=None, *, reverse=False, unroll=1):
         def step(c, g):
             return core.fwd(c, g, affine(output_of(c), weight_hh, bias_hh))[0]
@@ -398,9 +407,6 @@ def time_to_target(target: Target, tmp: pathlib.Path) -> dict[str, tuple[float, 
     """
     from parity import tasks as ptasks
 
-    from .interop import state_dict_to_params
-    from .train import mean_metrics
-
     row = next(r for r in ROWS if r.id == target.row)
     entry = next(e for e in ptasks.MODELS if e.id == row.parity)
     out = {}
@@ -411,11 +417,10 @@ def time_to_target(target: Target, tmp: pathlib.Path) -> dict[str, tuple[float, 
     like = task.init(model, jax.random.key(0), task.init_batch(data, config))
     module = ptasks.torch_reference(entry, config, "float32", np.random.default_rng(0))
     start = state_dict_to_params(module.state_dict(), like=like)
-    train_step, eval_step, _ = make_steps.__wrapped__(task, model, config.compute_dtype)
+    steps = make_steps(task, model, config.compute_dtype)
 
     def score(params) -> float:
-        batches = task.batches(data[eval_name], config, None)
-        return mean_metrics(eval_step, params, batches)[metric]
+        return steps.evaluate(params, task.batches(data[eval_name], config, None))[metric]
 
     def epochs():
         for epoch in range(target.epochs):
@@ -423,13 +428,12 @@ def time_to_target(target: Target, tmp: pathlib.Path) -> dict[str, tuple[float, 
                                            np.random.default_rng([0, 1, epoch])))  # fmt: skip
 
     # jaxrnn: the engine's step
-    state = TrainState.create(apply_fn=model.apply, params=start,
-                              tx=make_optimizer(config), key=jax.random.key(1))  # fmt: skip
+    state = create_state(model, start, config, seed=0)
     fault, clock, reached = no_fault(), 0.0, None
     for epoch, batches in epochs():
         t0 = time.perf_counter()
         for b in batches:
-            state, metrics, fault = train_step(state, b, fault)
+            state, metrics, fault = steps.train(state, b, fault)
             if "compile" not in out:
                 out["compile"] = (time.perf_counter() - t0, None)
         jax.block_until_ready(state.params)
@@ -470,7 +474,7 @@ def main(only: list[str] | None = None, steps: int = 10, rounds: int = 3,
     try:
         import parity.tasks  # noqa: F401  (torch and the reference models)
     except ImportError as e:
-        raise SystemExit(f"jaxrnn bench needs torch: pip install -e \".[parity]\" ({e})")
+        raise SystemExit(f"the benchmark needs torch: pip install -e \".[parity]\" ({e})")
     rows = [r for r in ROWS if not only or r.id in only or r.task in only]
     if not rows:
         raise SystemExit(f"bench: no row matches {only}; rows: {', '.join(r.id for r in ROWS)}")
@@ -524,3 +528,24 @@ def print_targets(targets: list[Target], tmp: pathlib.Path) -> None:
         print(f"| {target.row} | {target.metric} ≥ {target.value} | {cell('jaxrnn')} "
               f"| {r['compile'][0]:.1f} | {cell('torch')} | {'—' if ratio is None else f'**{ratio:.2f}**'} |",
               flush=True)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench",
+        description="time every task's train step against its torch twin (needs the parity extra)",
+    )
+    parser.add_argument("rows", nargs="*", help="row ids or task names (default: all)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round and column")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (the column order alternates)")
+    parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="the jax columns' train-step dtype (torch stays float32)")
+    parser.add_argument("--to-target", action="store_true",
+                        help="instead: wall clock to each task's target, jaxrnn vs its torch twin")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    sys.exit(main(args.rows, steps=args.steps, rounds=args.rounds, to_target=args.to_target,
+                  compute_dtype=args.compute_dtype))

@@ -1,8 +1,8 @@
 """What a task is: a config dataclass, a data function, a model, a loss and an evaluation.
 
-A task never has its own training loop: ``jaxrnn.train.fit`` runs every task. To add one,
-subclass :class:`Task`, give it a frozen :class:`TaskConfig` subclass with the seed's
-defaults, and decorate it with :func:`register`.
+A task never has its own training loop: :func:`jaxrnn.runs.fit` runs every task. To add one,
+subclass :class:`Task`, give it a frozen :class:`TaskConfig` subclass with its defaults, and
+list it in ``jaxrnn.tasks.TASKS`` (or pass an instance to ``fit`` directly).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class TaskConfig:
     weight_decay: float = 0.0  # decoupled (torch.optim.AdamW); 0 = plain Adam
     on_device_epoch: bool = False  # run each epoch as one lax.scan over pre-batched data
     # the train step's forward pass: "bfloat16" = mixed precision (float32 master weights and
-    # evaluation; jaxrnn.train.mixed_precision). For GPU/TPU: slower on CPUs without bf16 units.
+    # evaluation; jaxrnn.engine.mixed_precision). For GPU/TPU: slower on CPUs without bf16 units.
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def replace(self, **changes) -> "TaskConfig":
@@ -44,7 +44,11 @@ class Task:
     * ``data(config, rng) -> Dataset``: NumPy arrays, ``{"train": {...}, "test": {...}}``;
     * ``model(config) -> nn.Module``;
     * ``loss(model, params, batch, *, key, train) -> (loss, metrics)`` — pure, jit-able;
-    * ``evaluate(model, params, data, config) -> dict`` of final metrics (after training).
+    * ``evaluate(steps, params, data, config) -> dict`` of final metrics (after training).
+
+The hooks that run after compilation (``evaluate``, ``epoch_report``, ``plot``) get the run's
+:class:`jaxrnn.engine.Steps`: the model (``steps.model``) and its compiled train and eval
+steps, so evaluating reuses what training compiled (``steps.evaluate(params, batches)``).
 
     Optional hooks: ``init_batch`` (what ``model.init`` sees), ``batches`` (how a split is cut
     into batches, e.g. bucketed by length), ``epoch_report`` (a line printed after each epoch),
@@ -64,14 +68,6 @@ class Task:
     select: ClassVar[str | None] = None  # history key that picks the best epoch; None = last
     select_mode: ClassVar[Literal["max", "min"]] = "max"
 
-    # A task holds no state (its config is an argument), so two instances of one class are the
-    # same task: they share the engine's cached jitted steps (``jaxrnn.train.make_steps``).
-    def __eq__(self, other) -> bool:
-        return type(self) is type(other)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
-
     def data(self, config: TaskConfig, rng: np.random.Generator) -> Dataset:
         raise NotImplementedError
 
@@ -81,7 +77,7 @@ class Task:
     def loss(self, model: nn.Module, params, batch: Batch, *, key: Array, train: bool):
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, params, data: Dataset, config: TaskConfig) -> dict:
+    def evaluate(self, steps, params, data: Dataset, config: TaskConfig) -> dict:
         raise NotImplementedError
 
     def resolve(self, config: TaskConfig) -> TaskConfig:
@@ -113,11 +109,11 @@ class Task:
         """Validate the data once, on the host (e.g. token ids), before anything compiles."""
 
     def epoch_report(
-        self, model, params, data: Dataset, config: TaskConfig, epoch: int
+        self, steps, params, data: Dataset, config: TaskConfig, epoch: int
     ) -> str | None:
         return None
 
-    def plot(self, model, params, data: Dataset, config: TaskConfig, out_dir) -> list[str]:
+    def plot(self, steps, params, data: Dataset, config: TaskConfig, out_dir) -> list[str]:
         return []
 
 
@@ -132,20 +128,3 @@ def iterate_batches(
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
         yield {k: v[idx] for k, v in split.items()}
-
-
-TASKS: dict[str, type[Task]] = {}
-
-
-def register(cls: type[Task]) -> type[Task]:
-    TASKS[cls.name] = cls
-    return cls
-
-
-def get_task(name: str) -> Task:
-    from . import load_all
-
-    load_all()
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")
-    return TASKS[name]()
