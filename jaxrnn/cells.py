@@ -5,8 +5,10 @@ Every cell splits the way cuDNN and torch do:
     gx = x @ W_ihᵀ + b_ih      input projection: one matmul for all time steps, before the scan
     gh = h @ W_hhᵀ + b_hh      recurrent projection: the only matmul inside the scan
 
-The pure step functions (``elman_step``, ``lstm_step``, ``gru_step``, ``linear_step``) take the
-carry and a precomputed ``gx`` and return the new carry; the layers in ``layers.py`` scan them.
+Each recurrence kind (``linear``, ``rnn_tanh``, ``rnn_relu``, ``lstm``, ``gru``) is one entry of
+the table ``KINDS``: its gate count, its carry, its core (the elementwise equations, given both
+projections) with a hand-written backward, and its torch names. ``Kind.step`` takes the carry
+and a precomputed ``gx`` and returns the new carry; the layers in ``layers.py`` scan it.
 The linen cells (``RNNCell``, ``LSTMCell``, ``GRUCell``, ``LinearCell``) create the parameters
 under ``torch.nn.RNNCell``'s names and shapes and compute one step, ``(carry, x) -> (carry, y)``,
 for step-by-step code such as sampling.
@@ -20,9 +22,10 @@ Shapes: ``B`` batch, ``I`` input features, ``H`` hidden size, ``P`` LSTM project
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -32,7 +35,6 @@ Array = jax.Array
 Dtype = Any
 
 NONLINEARITIES: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-GATES = {"linear": 1, "rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 
 
 def affine(x: Array, weight: Array, bias: Array | None = None) -> Array:
@@ -92,7 +94,7 @@ def make_weights(
 # Each recurrence is written as a ``core`` and a ``step``:
 #
 #     core(carry, gx, gh) -> carry     the elementwise part, given both projections
-#     step(carry, gx, w)  =  core(carry, gx, gh = h @ W_hhᵀ + b_hh)
+#     step(carry, gx, w)  =  core(carry, gx, gh = h @ W_hhᵀ + b_hh)      (Kind.step, for all)
 #
 # ``scan.recurrent_scan`` runs cores with a hand-written backward pass (the ``W_hh`` gradient
 # as one matmul after the loop); ``scan.masked_scan`` runs steps under plain autodiff.
@@ -260,76 +262,95 @@ class CoreVJP(NamedTuple):
     bwd: Callable
 
 
-def core_vjp(mode: str) -> CoreVJP:
-    """The core of a torch RNN mode with its hand-written backward."""
-    if mode in ("rnn_tanh", "rnn_relu"):
-        nonlinearity = mode.removeprefix("rnn_")
-        return CoreVJP(
-            functools.partial(elman_core_fwd, nonlinearity=nonlinearity),
-            functools.partial(elman_core_bwd, nonlinearity=nonlinearity),
-        )
-    pairs = {
-        "lstm": (lstm_core_fwd, lstm_core_bwd),
-        "gru": (gru_core_fwd, gru_core_bwd),
-        "linear": (linear_core_fwd, linear_core_bwd),
-    }
-    if mode not in pairs:
-        raise ValueError(f"mode must be one of {sorted(GATES)}, got {mode!r}")
-    return CoreVJP(*pairs[mode])
-
-
 def recurrent_projection(carry, w: CellWeights) -> Array:
     """``gh = h @ W_hhᵀ + b_hh``: ``[B, G·H]`` — the only matmul inside the time loop."""
     return affine(output_of(carry), w.weight_hh, w.bias_hh)
 
 
-def linear_step(h: Array, gx: Array, w: CellWeights) -> Array:
-    """:func:`linear_core` with ``gh = W_hh h + b_hh``; gx = ``W_ih x + b_ih``: ``[B, H]``."""
-    return linear_core(h, gx, recurrent_projection(h, w))
+# ----------------------------------------------------------------------------- the kinds
 
 
-def elman_step(h: Array, gx: Array, w: CellWeights, nonlinearity: str = "tanh") -> Array:
-    """:func:`elman_core` with ``gh = W_hh h + b_hh``; h, gx: ``[B, H]``."""
-    return elman_core(h, gx, recurrent_projection(h, w), nonlinearity)
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """Everything about one recurrence kind; :data:`KINDS` has one entry per kind.
 
-
-def lstm_step(carry: tuple[Array, Array], gx: Array, w: CellWeights) -> tuple[Array, Array]:
-    """:func:`lstm_core` with ``gh = W_hh h + b_hh``, then torch's projection if any::
-
-        h' = W_hr (o ⊙ tanh(c'))          (proj_size > 0: h is [B, P], W_hh [4H, P])
-
-    carry: ``(h [B, H|P], c [B, H])``, gx: ``[B, 4H]`` in gate order ``i, f, g, o``.
+    The cells, the layers and :mod:`jaxrnn.interop` read these facts and nothing else: adding
+    a kind is its core (with ``*_fwd`` / ``*_bwd``) and one entry in :data:`KINDS`.
     """
-    h, c = lstm_core(carry, gx, recurrent_projection(carry, w))
-    if w.weight_hr is not None:
-        h = affine(h, w.weight_hr)  # [B, P]
-    return h, c
+
+    name: str  # torch's mode name: "linear" | "rnn_tanh" | "rnn_relu" | "lstm" | "gru"
+    gates: int  # G: W_ih is [G·H, I], W_hh [G·H, H]
+    states: int  # arrays in the carry: 1 (h), 2 (LSTM's (h, c)); h always first
+    core: Callable  # (carry, gx, gh) -> carry
+    core_fwd: Callable  # (carry, gx, gh) -> (carry, residuals)
+    core_bwd: Callable  # (residuals, d_carry) -> (d_carry, d_gx | None, d_gh), see CoreVJP
+    torch_layer: str | None = None  # torch.nn's layer class (jaxrnn's has the same name)
+    torch_cell: str | None = None  # torch.nn's cell class (jaxrnn's has the same name)
+    layer_keywords: tuple[str, ...] = ()  # constructor keywords beyond the common ones
+    cell_keywords: tuple[str, ...] = ()
+
+    @property
+    def vjp(self) -> CoreVJP:
+        """The core with its hand-written backward, for :func:`jaxrnn.scan.recurrent_scan`."""
+        return CoreVJP(self.core_fwd, self.core_bwd)
+
+    def step(self, carry, gx: Array, w: CellWeights):
+        """One step, the same for every kind::
+
+            carry' = core(carry, gx, gh),   gh = h @ W_hhᵀ + b_hh
+            h'     = h' @ W_hrᵀ             only with torch's LSTM projection (proj_size > 0)
+
+        gx = ``x @ W_ihᵀ + b_ih``: ``[B, G·H]``; carry: the core's, ``h`` first (with a
+        projection ``h`` is ``[B, P]``, ``W_hh`` ``[4H, P]``, ``W_hr`` ``[P, H]``).
+        """
+        carry = self.core(carry, gx, recurrent_projection(carry, w))
+        if w.weight_hr is None:
+            return carry
+        return (affine(carry[0], w.weight_hr), *carry[1:])  # h [B, P]
 
 
-def gru_step(h: Array, gx: Array, w: CellWeights) -> Array:
-    """:func:`gru_core` with ``gh = W_hh h + b_hh``; h: ``[B, H]``, gx: ``[B, 3H]``."""
-    return gru_core(h, gx, recurrent_projection(h, w))
+def _elman(nonlinearity: str) -> Kind:
+    """``rnn_tanh`` / ``rnn_relu``: the Elman core with its nonlinearity bound."""
+
+    def bind(f: Callable) -> Callable:
+        return functools.partial(f, nonlinearity=nonlinearity)
+
+    return Kind("rnn_" + nonlinearity, gates=1, states=1,
+                core=bind(elman_core), core_fwd=bind(elman_core_fwd),
+                core_bwd=bind(elman_core_bwd), torch_layer="RNN", torch_cell="RNNCell",
+                layer_keywords=("nonlinearity",), cell_keywords=("nonlinearity",))  # fmt: skip
 
 
-def step_fn(mode: str) -> Callable:
-    """The pure step for a torch RNN mode: ``linear | rnn_tanh | rnn_relu | lstm | gru``."""
-    if mode == "lstm":
-        return lstm_step
-    if mode == "gru":
-        return gru_step
-    if mode == "linear":
-        return linear_step
-    if mode in ("rnn_tanh", "rnn_relu"):
-        nonlinearity = mode.removeprefix("rnn_")
-        return lambda h, gx, w: elman_step(h, gx, w, nonlinearity)
-    raise ValueError(f"mode must be one of {sorted(GATES)}, got {mode!r}")
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("linear", gates=1, states=1,
+         core=linear_core, core_fwd=linear_core_fwd, core_bwd=linear_core_bwd),
+    _elman("tanh"),
+    _elman("relu"),
+    Kind("lstm", gates=4, states=2,
+         core=lstm_core, core_fwd=lstm_core_fwd, core_bwd=lstm_core_bwd,
+         torch_layer="LSTM", torch_cell="LSTMCell", layer_keywords=("proj_size",)),
+    Kind("gru", gates=3, states=1,
+         core=gru_core, core_fwd=gru_core_fwd, core_bwd=gru_core_bwd,
+         torch_layer="GRU", torch_cell="GRUCell"),
+)}  # fmt: skip
 
 
-def elman_mode(nonlinearity: str) -> str:
-    """``"tanh" | "relu"`` → torch's mode name ``rnn_tanh | rnn_relu`` (anything else raises)."""
+def elman_kind(nonlinearity: str) -> str:
+    """``"tanh" | "relu"`` → the kind ``rnn_tanh | rnn_relu`` (anything else raises)."""
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     return "rnn_" + nonlinearity
+
+
+# Each kind's step under its own name, for code that steps one by hand (tasks, tests).
+linear_step = KINDS["linear"].step
+lstm_step = KINDS["lstm"].step
+gru_step = KINDS["gru"].step
+
+
+def elman_step(h: Array, gx: Array, w: CellWeights, nonlinearity: str = "tanh") -> Array:
+    """The ``rnn_tanh`` / ``rnn_relu`` step: :func:`elman_core` with ``gh = W_hh h + b_hh``."""
+    return KINDS[elman_kind(nonlinearity)].step(h, gx, w)
 
 
 def output_of(carry) -> Array:
@@ -350,37 +371,38 @@ class _Cell(nn.Module, kw_only=True):
     bias: bool = True
     param_dtype: Dtype = jnp.float32
 
-    mode = "linear"  # class constant, overridden by each cell
+    kind: ClassVar[str]  # a key of KINDS: a class constant, or a property (RNNCell)
     proj_size = 0
-
-    def _mode(self) -> str:
-        return self.mode
 
     @nn.compact
     def __call__(self, carry, x: Array):
+        kind = KINDS[self.kind]
         w = make_weights(
             self,
             input_size=x.shape[-1],
             hidden_size=self.hidden_size,
-            gates=GATES[self._mode()],
+            gates=kind.gates,
             bias=self.bias,
             proj_size=self.proj_size,
             param_dtype=self.param_dtype,
         )
-        carry = step_fn(self._mode())(carry, affine(x, w.weight_ih, w.bias_ih), w)
+        carry = kind.step(carry, affine(x, w.weight_ih, w.bias_ih), w)
         return carry, output_of(carry)
 
     def initialize_carry(self, key, input_shape: tuple[int, ...], dtype: Dtype = None):
-        """Zero state for inputs of shape ``[..., I]`` (``key`` unused, kept for Flax's API)."""
+        """Zero state for inputs of shape ``[..., I]`` (``key`` unused, kept for Flax's API):
+        ``h``, or a tuple of the kind's state arrays (LSTM: ``(h, c)``)."""
         del key
         dtype = dtype or self.param_dtype
-        return jnp.zeros((*input_shape[:-1], self.hidden_size), dtype)
+        h = jnp.zeros((*input_shape[:-1], self.hidden_size), dtype)
+        states = KINDS[self.kind].states
+        return h if states == 1 else (h,) * states
 
 
 class LinearCell(_Cell, kw_only=True):
     """``h' = W_ih x + b_ih + W_hh h + b_hh`` (no nonlinearity): the seeds' linear step."""
 
-    mode = "linear"
+    kind = "linear"
 
 
 class RNNCell(_Cell, kw_only=True):
@@ -388,21 +410,18 @@ class RNNCell(_Cell, kw_only=True):
 
     nonlinearity: str = "tanh"
 
-    def _mode(self) -> str:
-        return elman_mode(self.nonlinearity)
+    @property
+    def kind(self) -> str:
+        return elman_kind(self.nonlinearity)
 
 
 class LSTMCell(_Cell, kw_only=True):
-    """One LSTM step as ``torch.nn.LSTMCell``; carry ``(h, c)``, see :func:`lstm_step`."""
+    """One LSTM step as ``torch.nn.LSTMCell``; carry ``(h, c)``, see :func:`lstm_core`."""
 
-    mode = "lstm"
-
-    def initialize_carry(self, key, input_shape, dtype=None):
-        h = super().initialize_carry(key, input_shape, dtype)
-        return h, h
+    kind = "lstm"
 
 
 class GRUCell(_Cell, kw_only=True):
-    """One GRU step as ``torch.nn.GRUCell``; see :func:`gru_step`."""
+    """One GRU step as ``torch.nn.GRUCell``; see :func:`gru_core`."""
 
-    mode = "gru"
+    kind = "gru"

@@ -23,8 +23,14 @@ import numpy as np
 from . import cells, layers
 from .embedding import Embed
 
-_RECURRENT = {"RNN": layers.RNN, "LSTM": layers.LSTM, "GRU": layers.GRU}
-_CELLS = {"RNNCell": cells.RNNCell, "LSTMCell": cells.LSTMCell, "GRUCell": cells.GRUCell}
+# torch class name → its kind (cells.KINDS); jaxrnn's layer or cell has the same name. The two
+# Elman kinds share nn.RNN and nn.RNNCell, and every fact read here (class, keywords).
+_TORCH_LAYERS = {k.torch_layer: k for k in cells.KINDS.values() if k.torch_layer}
+_TORCH_CELLS = {k.torch_cell: k for k in cells.KINDS.values() if k.torch_cell}
+# Constructor keywords every layer / cell has, in torch and in jaxrnn alike (``input_size``
+# aside); a kind adds its own (Kind.layer_keywords, Kind.cell_keywords).
+_LAYER_KEYWORDS = ("hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
+_CELL_KEYWORDS = ("hidden_size", "bias")
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -131,37 +137,23 @@ def from_torch(module) -> tuple[nn.Module, dict]:
     ``nn.GRUCell``, ``nn.Linear`` and ``nn.Embedding``. Parameters keep their torch dtype
     (float64 needs ``jax.config.update("jax_enable_x64", True)``).
     """
-    kind = type(module).__name__
+    name = type(module).__name__
     state = {k: _to_numpy(v) for k, v in module.state_dict().items()}
     dtype = _jax_dtype(next(module.parameters()).dtype)
-    if kind in _RECURRENT:
-        kwargs = dict(
-            hidden_size=module.hidden_size,
-            num_layers=module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            dropout=float(module.dropout),
-            bidirectional=module.bidirectional,
-            input_size=module.input_size,
-            param_dtype=dtype,
-        )
-        if kind == "RNN":
-            kwargs["nonlinearity"] = module.nonlinearity
-        if kind == "LSTM":
-            kwargs["proj_size"] = module.proj_size
-        flax_module = _RECURRENT[kind](**kwargs)
-        params = state
-    elif kind in _CELLS:
-        kwargs = dict(hidden_size=module.hidden_size, bias=module.bias, param_dtype=dtype)
-        if kind == "RNNCell":
-            kwargs["nonlinearity"] = module.nonlinearity
-        flax_module, params = _CELLS[kind](**kwargs), state
-    elif kind == "Linear":
+    if name in _TORCH_LAYERS:
+        keywords = ("input_size", *_LAYER_KEYWORDS, *_TORCH_LAYERS[name].layer_keywords)
+        kwargs = {k: getattr(module, k) for k in keywords} | {"dropout": float(module.dropout)}
+        flax_module, params = getattr(layers, name)(**kwargs, param_dtype=dtype), state
+    elif name in _TORCH_CELLS:
+        keywords = (*_CELL_KEYWORDS, *_TORCH_CELLS[name].cell_keywords)
+        kwargs = {k: getattr(module, k) for k in keywords}
+        flax_module, params = getattr(cells, name)(**kwargs, param_dtype=dtype), state
+    elif name == "Linear":
         flax_module = nn.Dense(
             module.out_features, use_bias=module.bias is not None, param_dtype=dtype
         )
         params = {"kernel": state["weight"].T, **({"bias": state["bias"]} if "bias" in state else {})}
-    elif kind == "Embedding":
+    elif name == "Embedding":
         unsupported = {
             "max_norm": module.max_norm is not None,
             "padding_idx": module.padding_idx is not None,
@@ -182,7 +174,7 @@ def from_torch(module) -> tuple[nn.Module, dict]:
     else:
         raise TypeError(
             f"from_torch supports nn.RNN/LSTM/GRU, their Cells, Linear and Embedding; "
-            f"got {kind}. For a whole model use state_dict_to_params(model.state_dict(), like=...)"
+            f"got {name}. For a whole model use state_dict_to_params(model.state_dict(), like=...)"
         )
     return flax_module, {"params": {k: jnp.asarray(v) for k, v in params.items()}}
 
@@ -195,32 +187,17 @@ def to_torch(flax_module: nn.Module, variables: Mapping):
     some = np.asarray(next(iter(jnp.asarray(v) for _, v in _flatten(params))))
     dtype = getattr(torch, str(some.dtype))
     if isinstance(flax_module, layers.RNNBase):
-        kind = type(flax_module).__name__
+        kind = cells.KINDS[flax_module.kind]
+        keywords = (*_LAYER_KEYWORDS, *kind.layer_keywords)
+        kwargs = {k: getattr(flax_module, k) for k in keywords}
         input_size = params["weight_ih_l0"].shape[1]
-        kwargs = dict(
-            input_size=input_size,
-            hidden_size=flax_module.hidden_size,
-            num_layers=flax_module.num_layers,
-            bias=flax_module.bias,
-            batch_first=flax_module.batch_first,
-            dropout=flax_module.dropout,
-            bidirectional=flax_module.bidirectional,
-        )
-        if kind == "RNN":
-            kwargs["nonlinearity"] = flax_module.nonlinearity
-        if kind == "LSTM":
-            kwargs["proj_size"] = flax_module.proj_size
-        module = getattr(torch.nn, kind)(**kwargs)
-    elif isinstance(flax_module, cells._Cell) and type(flax_module).__name__ in _CELLS:
-        kind = type(flax_module).__name__
-        kwargs = dict(
-            input_size=params["weight_ih"].shape[1],
-            hidden_size=flax_module.hidden_size,
-            bias=flax_module.bias,
-        )
-        if kind == "RNNCell":
-            kwargs["nonlinearity"] = flax_module.nonlinearity
-        module = getattr(torch.nn, kind)(**kwargs)
+        module = getattr(torch.nn, kind.torch_layer)(input_size=input_size, **kwargs)
+    elif isinstance(flax_module, cells._Cell) and cells.KINDS[flax_module.kind].torch_cell:
+        kind = cells.KINDS[flax_module.kind]
+        keywords = (*_CELL_KEYWORDS, *kind.cell_keywords)
+        kwargs = {k: getattr(flax_module, k) for k in keywords}
+        input_size = params["weight_ih"].shape[1]
+        module = getattr(torch.nn, kind.torch_cell)(input_size=input_size, **kwargs)
     elif isinstance(flax_module, nn.Dense):
         in_features, out_features = params["kernel"].shape
         module = torch.nn.Linear(in_features, out_features, bias=flax_module.use_bias)

@@ -17,7 +17,7 @@ time steps (``[T·B, I] @ [I, G·H]``) before the scan; only ``h @ W_hhᵀ`` run
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -134,7 +134,7 @@ class RNNBase(nn.Module, kw_only=True):
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
-    mode = "rnn_tanh"  # overridden: rnn_tanh | rnn_relu | lstm | gru
+    kind: ClassVar[str]  # a key of cells.KINDS: a class constant, or a property (RNN)
 
     # -- structure ---------------------------------------------------------------------
     @property
@@ -148,9 +148,6 @@ class RNNBase(nn.Module, kw_only=True):
     @property
     def _out_size(self) -> int:
         return self._proj or self.hidden_size
-
-    def _mode(self) -> str:
-        return self.mode
 
     def _check_config(self):
         for field, value in (("hidden_size", self.hidden_size), ("num_layers", self.num_layers)):
@@ -224,11 +221,11 @@ class RNNBase(nn.Module, kw_only=True):
 
     def _scan(self, w: cells.CellWeights, carry, gx: Array, mask, *, reverse: bool):
         """One direction of one layer over time: ``(final carry, outputs [T, B, H])``."""
+        kind = cells.KINDS[self.kind]
         if self.fused_backward and w.weight_hr is None:
-            core = cells.core_vjp(self._mode())
-            return recurrent_scan(core, carry, gx, w.weight_hh, w.bias_hh, mask,
+            return recurrent_scan(kind.vjp, carry, gx, w.weight_hh, w.bias_hh, mask,
                                   reverse=reverse, unroll=self.unroll)  # fmt: skip
-        step = functools.partial(cells.step_fn(self._mode()), w=w)
+        step = functools.partial(kind.step, w=w)
         return masked_scan(step, carry, gx, mask, reverse=reverse, unroll=self.unroll)
 
     def _weights(self, suffix: str, input_size: int) -> cells.CellWeights:
@@ -244,7 +241,7 @@ class RNNBase(nn.Module, kw_only=True):
             self,
             input_size=input_size,
             hidden_size=self.hidden_size,
-            gates=cells.GATES[self._mode()],
+            gates=cells.KINDS[self.kind].gates,
             bias=self.bias,
             proj_size=self._proj,
             suffix=suffix,
@@ -267,10 +264,12 @@ class RNNBase(nn.Module, kw_only=True):
                 for p, s, n in zip(parts, shapes, names)
             ]
         carries = [tuple(s[i] for s in states) for i in range(LD)]
-        return [c if len(c) == 2 else c[0] for c in carries]
+        return [c if len(c) > 1 else c[0] for c in carries]
 
     def _state_shapes(self, LD: int, batch: int) -> list[tuple[int, ...]]:
-        return [(LD, batch, self.hidden_size)]
+        """``h`` (``P`` wide with a projection), then the kind's other states (LSTM's c)."""
+        others = cells.KINDS[self.kind].states - 1
+        return [(LD, batch, self._out_size)] + [(LD, batch, self.hidden_size)] * others
 
     def _hx_doc(self) -> str:
         return "one array [L·D, B, H]"
@@ -302,18 +301,19 @@ class RNN(RNNBase, kw_only=True):
 
     nonlinearity: str = "tanh"
 
-    def _mode(self) -> str:
-        return cells.elman_mode(self.nonlinearity)
+    @property
+    def kind(self) -> str:
+        return cells.elman_kind(self.nonlinearity)
 
 
 class GRU(RNNBase, kw_only=True):
-    """GRU, as ``torch.nn.GRU`` (gates ``r, z, n``; see :func:`jaxrnn.cells.gru_step`)."""
+    """GRU, as ``torch.nn.GRU`` (gates ``r, z, n``; see :func:`jaxrnn.cells.gru_core`)."""
 
-    mode = "gru"
+    kind = "gru"
 
 
 class LSTM(RNNBase, kw_only=True):
-    """LSTM, as ``torch.nn.LSTM`` (gates ``i, f, g, o``; see :func:`jaxrnn.cells.lstm_step`).
+    """LSTM, as ``torch.nn.LSTM`` (gates ``i, f, g, o``; see :func:`jaxrnn.cells.lstm_core`).
 
     ``hx`` and ``h_n`` are pairs ``(h, c)``. With ``0 < proj_size < hidden_size`` the hidden
     state is projected by ``weight_hr_l{k}: [P, H]``: ``h`` is ``[.., P]``, ``c`` is
@@ -327,7 +327,7 @@ class LSTM(RNNBase, kw_only=True):
 
     proj_size: int = 0
     backend: str = "scan"
-    mode = "lstm"
+    kind = "lstm"
 
     @property
     def _proj(self) -> int:
@@ -373,9 +373,6 @@ class LSTM(RNNBase, kw_only=True):
                                  hidden_size=H, num_layers=self.num_layers,
                                  bidirectional=self.bidirectional)  # fmt: skip
         return jnp.swapaxes(y, 0, 1), (h_n, c_n)
-
-    def _state_shapes(self, LD, batch):
-        return [(LD, batch, self._out_size), (LD, batch, self.hidden_size)]
 
     def _hx_doc(self) -> str:
         return "a pair (h_0 [L·D, B, H or P], c_0 [L·D, B, H])"

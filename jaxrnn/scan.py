@@ -83,8 +83,8 @@ def recurrent_scan(
 
     Same arguments and results as :func:`masked_scan` for the step
     ``core(carry, g, affine(h, weight_hh, bias_hh))``, where ``core`` is a
-    :class:`jaxrnn.cells.CoreVJP` (:func:`jaxrnn.cells.core_vjp`): the elementwise core with
-    its hand-written derivative. The numbers are the same; what differs is the gradient's
+    :class:`jaxrnn.cells.CoreVJP` (a kind's ``cells.KINDS[name].vjp``): the elementwise core
+    with its hand-written derivative. The numbers are the same; what differs is the gradient's
     shape of work:
 
     * Plain autodiff of the scan adds ``d_ghᵀ h`` into a ``[G·H, H]`` carry at every step —

@@ -222,7 +222,7 @@ def test_core_vjp_matches_autodiff(x64, rng, kind):
         state = jnp.abs(state)
     gx, gh = randn(rng, B, G * H, dtype=jnp.float64), randn(rng, B, G * H, dtype=jnp.float64)
     d_new = jax.tree.map(lambda a: randn(rng, *a.shape, dtype=a.dtype), state)
-    core = cells.core_vjp(kind)
+    core = cells.KINDS[kind].vjp
 
     new, res = core.fwd(state, gx, gh)
     step = lambda c, g, h: core.fwd(c, g, h)[0]  # noqa: E731
@@ -244,6 +244,13 @@ def test_core_vjp_matches_autodiff(x64, rng, kind):
         assert 0 < float(jnp.mean(new > 0)) < 1
 
 
-def test_core_vjp_unknown_mode():
-    with pytest.raises(ValueError, match="mode must be one of"):
-        cells.core_vjp("rnn_sigmoid")
+def test_kinds_table():
+    """One entry per kind under its own name; the Elman kinds differ only in the bound
+    nonlinearity, which ``elman_kind`` checks."""
+    assert list(cells.KINDS) == list(STEPS)
+    assert all(kind.name == name for name, kind in cells.KINDS.items())
+    assert {name: kind.gates for name, kind in cells.KINDS.items()} == GATES
+    rnn_cells = [jaxrnn.RNNCell(hidden_size=H, nonlinearity=n) for n in ("tanh", "relu")]
+    assert [cell.kind for cell in rnn_cells] == ["rnn_tanh", "rnn_relu"]
+    with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"):
+        cells.elman_kind("sigmoid")
