@@ -41,7 +41,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -172,8 +173,9 @@ def workload(row: Row, tmp: pathlib.Path) -> tuple[Task, TaskConfig, str]:
 def stand_in_text() -> str:
     """Random characters over an 81-symbol alphabet (Shakespeare's size), with line breaks."""
     rng = np.random.default_rng(0)
-    alphabet = list("\n !&',-.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                    "0123456789$[]_()\"*")  # fmt: skip
+    alphabet = list(
+        "\n !&',-.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789$[]_()\"*"
+    )
     assert len(set(alphabet)) == len(alphabet) == 81
     return "".join(rng.choice(np.array(alphabet), STAND_IN_CHARS))
 
@@ -212,8 +214,9 @@ def jax_step(task: Task, model, config: TaskConfig, batches: list[dict]) -> Call
         holder[0], metrics, holder[1] = train_step(holder[0], b, holder[1])
         jax.block_until_ready(metrics)
 
-    run.flops = lambda: matmul_flops(jax.make_jaxpr(train_step)(*holder[:1], batches[0],
-                                                                 holder[1]).jaxpr)  # fmt: skip
+    run.flops = lambda: matmul_flops(
+        jax.make_jaxpr(train_step)(*holder[:1], batches[0], holder[1]).jaxpr
+    )
     return run
 
 
@@ -222,6 +225,7 @@ def torch_step(row: Row, config: TaskConfig, batches: list[dict], module=None) -
     the next of ``batches``, converted once). ``module``: the model (default: the parity
     reference, seeded)."""
     import torch
+
     from parity import tasks as ptasks
 
     entry = next(e for e in ptasks.MODELS if e.id == row.parity)
@@ -317,6 +321,7 @@ def flax_layers(task_name: str) -> Iterator[bool]:
 def autodiff_layers() -> Iterator[None]:
     """Within the block, jaxrnn layers scan with plain autodiff (``masked_scan`` of the same
     core), as ``fused_backward=False`` does."""
+
     def plain(core, carry, gx, weight_hh, bias_hh=None, mask=None, *, reverse=False, unroll=1):
         def step(c, g):
             return core.fwd(c, g, affine(output_of(c), weight_hh, bias_hh))[0]
@@ -424,8 +429,10 @@ def time_to_target(target: Target, tmp: pathlib.Path) -> dict[str, tuple[float, 
 
     def epochs():
         for epoch in range(target.epochs):
-            yield epoch, list(task.batches(data["train"], config,
-                                           np.random.default_rng([0, 1, epoch])))  # fmt: skip
+            yield (
+                epoch,
+                list(task.batches(data["train"], config, np.random.default_rng([0, 1, epoch]))),
+            )
 
     # jaxrnn: the engine's step
     state = create_state(model, start, config, seed=0)
@@ -463,18 +470,25 @@ def versions() -> str:
     import flax
     import torch
 
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-            f"jax {jax.__version__} ({jax.default_backend()}), flax {flax.__version__}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"jax {jax.__version__} ({jax.default_backend()}), flax {flax.__version__}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
 
 
-def main(only: list[str] | None = None, steps: int = 10, rounds: int = 3,
-         to_target: bool = False, compute_dtype: str = "float32") -> int:
+def main(
+    only: list[str] | None = None,
+    steps: int = 10,
+    rounds: int = 3,
+    to_target: bool = False,
+    compute_dtype: str = "float32",
+) -> int:
     try:
         import parity.tasks  # noqa: F401  (torch and the reference models)
     except ImportError as e:
-        raise SystemExit(f"the benchmark needs torch: pip install -e \".[parity]\" ({e})")
+        raise SystemExit(f'the benchmark needs torch: pip install -e ".[parity]" ({e})') from e
     rows = [r for r in ROWS if not only or r.id in only or r.task in only]
     if not rows:
         raise SystemExit(f"bench: no row matches {only}; rows: {', '.join(r.id for r in ROWS)}")
@@ -497,10 +511,14 @@ def print_header(header: str) -> None:
 def print_steps(rows: list[Row], steps: int, rounds: int, tmp: pathlib.Path) -> None:
     peak = matmul_peak()
     print(f"# jaxrnn bench — train step per batch, median ms; {versions()}")
-    print(f"# float32 matmul peak (1024², best of jax/torch): {peak:.0f} GFLOP/s; "
-          f"{steps} steps x {rounds} rounds per column")  # fmt: skip
-    header = ("| model | batch | jaxrnn ms | autodiff ms | flax ms | torch ms | torch/jaxrnn "
-              "| flax/jaxrnn | GFLOP | %peak | compile s | data |")  # fmt: skip
+    print(
+        f"# float32 matmul peak (1024², best of jax/torch): {peak:.0f} GFLOP/s; "
+        f"{steps} steps x {rounds} rounds per column"
+    )
+    header = (
+        "| model | batch | jaxrnn ms | autodiff ms | flax ms | torch ms | torch/jaxrnn "
+        "| flax/jaxrnn | GFLOP | %peak | compile s | data |"
+    )
     print_header(header)
     for row in rows:
         r = bench_row(row, steps, rounds, tmp)
@@ -509,25 +527,35 @@ def print_steps(rows: list[Row], steps: int, rounds: int, tmp: pathlib.Path) -> 
         flax_ratio = f"{ms['flax'] / ms['jaxrnn']:.2f}" if "flax" in ms else "—"
         achieved = r.gflop / (ms["jaxrnn"] / 1e3) / peak
         config = get_task(row.task).Config(**row.config)
-        print(f"| {row.id} | {config.batch_size} | {fmt('jaxrnn')} | {fmt('autodiff')} "
-              f"| {fmt('flax')} | {fmt('torch')} | **{ms['torch'] / ms['jaxrnn']:.2f}** "
-              f"| {flax_ratio} | {r.gflop:.3g} | {100 * achieved:.1f} "
-              f"| {r.compile_s['jaxrnn']:.1f} | {r.source} |", flush=True)  # fmt: skip
+        print(
+            f"| {row.id} | {config.batch_size} | {fmt('jaxrnn')} | {fmt('autodiff')} "
+            f"| {fmt('flax')} | {fmt('torch')} | **{ms['torch'] / ms['jaxrnn']:.2f}** "
+            f"| {flax_ratio} | {r.gflop:.3g} | {100 * achieved:.1f} "
+            f"| {r.compile_s['jaxrnn']:.1f} | {r.source} |",
+            flush=True,
+        )
 
 
 def print_targets(targets: list[Target], tmp: pathlib.Path) -> None:
-    print(f"# jaxrnn bench --to-target — training wall clock to the target (compile included, "
-          f"evaluation excluded), same start weights and batches; {versions()}")  # fmt: skip
-    header = ("| model | target | jaxrnn s (epoch) | of which compile s | torch s (epoch) "
-              "| torch/jaxrnn |")  # fmt: skip
+    print(
+        f"# jaxrnn bench --to-target — training wall clock to the target (compile included, "
+        f"evaluation excluded), same start weights and batches; {versions()}"
+    )
+    header = (
+        "| model | target | jaxrnn s (epoch) | of which compile s | torch s (epoch) "
+        "| torch/jaxrnn |"
+    )
     print_header(header)
     for target in targets:
         r = time_to_target(target, tmp)
         cell = lambda k: f"{r[k][0]:.1f} ({r[k][1] or f'not in {target.epochs}'})"  # noqa: E731
         ratio = r["torch"][0] / r["jaxrnn"][0] if r["torch"][1] and r["jaxrnn"][1] else None
-        print(f"| {target.row} | {target.metric} ≥ {target.value} | {cell('jaxrnn')} "
-              f"| {r['compile'][0]:.1f} | {cell('torch')} | {'—' if ratio is None else f'**{ratio:.2f}**'} |",
-              flush=True)  # fmt: skip
+        print(
+            f"| {target.row} | {target.metric} ≥ {target.value} | {cell('jaxrnn')} "
+            f"| {r['compile'][0]:.1f} | {cell('torch')} "
+            f"| {'—' if ratio is None else f'**{ratio:.2f}**'} |",
+            flush=True,
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -537,15 +565,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("rows", nargs="*", help="row ids or task names (default: all)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round and column")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (the column order alternates)")
-    parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="the jax columns' train-step dtype (torch stays float32)")
-    parser.add_argument("--to-target", action="store_true",
-                        help="instead: wall clock to each task's target, jaxrnn vs its torch twin")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds (the column order alternates)"
+    )
+    parser.add_argument(
+        "--compute-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="the jax columns' train-step dtype (torch stays float32)",
+    )
+    parser.add_argument(
+        "--to-target",
+        action="store_true",
+        help="instead: wall clock to each task's target, jaxrnn vs its torch twin",
+    )
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = parse_args()
-    sys.exit(main(args.rows, steps=args.steps, rounds=args.rounds, to_target=args.to_target,
-                  compute_dtype=args.compute_dtype))
+    sys.exit(
+        main(
+            args.rows,
+            steps=args.steps,
+            rounds=args.rounds,
+            to_target=args.to_target,
+            compute_dtype=args.compute_dtype,
+        )
+    )

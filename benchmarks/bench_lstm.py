@@ -124,8 +124,8 @@ def main(argv=None):
         f"torch threads {torch.get_num_threads()}, {time.strftime('%Y-%m-%d')}"
     )
     header = (
-        f"| H | layers | jaxrnn ms | flax nn.RNN ms | torch ms | torch/jaxrnn | flax/jaxrnn "
-        f"| jaxrnn compile s |"
+        "| H | layers | jaxrnn ms | flax nn.RNN ms | torch ms | torch/jaxrnn | flax/jaxrnn "
+        "| jaxrnn compile s |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")

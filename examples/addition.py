@@ -10,8 +10,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxrnn.tasks.addition import (IN_ALPHABET, OUT_ALPHABET, Seq2Seq, decode_ids,
-                                   encode_strings)  # fmt: skip
+from jaxrnn.tasks.addition import IN_ALPHABET, OUT_ALPHABET, Seq2Seq, decode_ids, encode_strings
 
 rng = np.random.default_rng(0)
 xs, ys = rng.integers(100, 10000, 20000), rng.integers(100, 10000, 20000)
@@ -53,7 +52,9 @@ for epoch in range(15):
     for i in range(0, len(order) - 31, 32):
         idx = order[i : i + 32]
         params, opt_state, loss = train_step(params, opt_state, x[idx], x_len[idx], y[idx])
-    answers = [decode_ids(p, OUT_ALPHABET) for p in np.asarray(greedy(params, x[test], x_len[test]))]
+    answers = [
+        decode_ids(p, OUT_ALPHABET) for p in np.asarray(greedy(params, x[test], x_len[test]))
+    ]
     exact = np.mean([a == str(s) for a, s in zip(answers, xs[test] + ys[test])])
     print(f"epoch {epoch + 1}  loss {float(loss):.4f}  exact match {exact:.3f}")
 

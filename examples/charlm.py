@@ -50,16 +50,20 @@ def train_step(params, opt_state, x, y):
 rng = np.random.default_rng(0)
 for i in range(max_batches):
     idx = rng.choice(len(train_data["x"]), 32, replace=False)  # DataLoader(shuffle=True)
-    params, opt_state, loss = train_step(params, opt_state, train_data["x"][idx],
-                                         train_data["y"][idx])  # fmt: skip
+    params, opt_state, loss = train_step(
+        params, opt_state, train_data["x"][idx], train_data["y"][idx]
+    )
     if i % 100 == 0:
         print(f"batch {i}: {float(loss) / math.log(2):.3f} bits per character")
 
 valid_criterion = jax.jit(criterion)
 n = len(valid_data["x"]) // 32 * 32
-valid_loss = np.mean([float(valid_criterion(params, valid_data["x"][i : i + 32],
-                                            valid_data["y"][i : i + 32]))
-                      for i in range(0, n, 32)])  # fmt: skip
+valid_loss = np.mean(
+    [
+        float(valid_criterion(params, valid_data["x"][i : i + 32], valid_data["y"][i : i + 32]))
+        for i in range(0, n, 32)
+    ]
+)
 print(f"LSTM: {valid_loss / math.log(2):.3f} bits per character on the held-out text")
 print(sample(plstm, params, alphabet, "\n", 500, temperature=0.8, key=jax.random.key(1)))
 

@@ -58,8 +58,10 @@ for epoch in range(8):
     for i in range(0, N - 63, 64):
         idx = order[i : i + 64]
         params, opt_state, loss = train_step(params, opt_state, train_x[idx], train_y[idx])
-    print(f"epoch {epoch + 1}  loss {float(loss):.4f}  test accuracy "
-          f"{float(accuracy(params, test_x, test_y)):.4f}")  # fmt: skip
+    print(
+        f"epoch {epoch + 1}  loss {float(loss):.4f}  test accuracy "
+        f"{float(accuracy(params, test_x, test_y)):.4f}"
+    )
 
 try:
     model.apply({"params": params}, np.array([[high] * d]))  # id 10 is out of range

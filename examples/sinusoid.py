@@ -36,7 +36,7 @@ def train(n_hidden, n_epochs=20, batch_size=16):
         updates, opt_state = optimizer.update(grads, opt_state)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    for epoch in range(n_epochs):
+    for _ in range(n_epochs):
         order = rng.permutation(len(train_data))
         for i in range(0, len(order) - batch_size + 1, batch_size):
             batch = train_data[order[i : i + batch_size]]
@@ -49,5 +49,7 @@ for n_hidden in (1, 2):
     model, params, test_mse = train(n_hidden)
     generated = generate(model, params, test_data, observe)  # [100, 99, 1]: y_t predicts x_t+1
     generation_mse = float(jnp.mean((generated[:, observe - 1 :] - test_data[:, observe:]) ** 2))
-    print(f"{n_hidden} hidden: next-step test MSE {test_mse:.4f}, "
-          f"free-running generation MSE {generation_mse:.4f}")  # fmt: skip
+    print(
+        f"{n_hidden} hidden: next-step test MSE {test_mse:.4f}, "
+        f"free-running generation MSE {generation_mse:.4f}"
+    )

@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -315,24 +316,56 @@ def _elman(nonlinearity: str) -> Kind:
     def bind(f: Callable) -> Callable:
         return functools.partial(f, nonlinearity=nonlinearity)
 
-    return Kind("rnn_" + nonlinearity, gates=1, states=1,
-                core=bind(elman_core), core_fwd=bind(elman_core_fwd),
-                core_bwd=bind(elman_core_bwd), torch_layer="RNN", torch_cell="RNNCell",
-                layer_keywords=("nonlinearity",), cell_keywords=("nonlinearity",))  # fmt: skip
+    return Kind(
+        "rnn_" + nonlinearity,
+        gates=1,
+        states=1,
+        core=bind(elman_core),
+        core_fwd=bind(elman_core_fwd),
+        core_bwd=bind(elman_core_bwd),
+        torch_layer="RNN",
+        torch_cell="RNNCell",
+        layer_keywords=("nonlinearity",),
+        cell_keywords=("nonlinearity",),
+    )
 
 
-KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("linear", gates=1, states=1,
-         core=linear_core, core_fwd=linear_core_fwd, core_bwd=linear_core_bwd),
-    _elman("tanh"),
-    _elman("relu"),
-    Kind("lstm", gates=4, states=2,
-         core=lstm_core, core_fwd=lstm_core_fwd, core_bwd=lstm_core_bwd,
-         torch_layer="LSTM", torch_cell="LSTMCell", layer_keywords=("proj_size",)),
-    Kind("gru", gates=3, states=1,
-         core=gru_core, core_fwd=gru_core_fwd, core_bwd=gru_core_bwd,
-         torch_layer="GRU", torch_cell="GRUCell"),
-)}  # fmt: skip
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind(
+            "linear",
+            gates=1,
+            states=1,
+            core=linear_core,
+            core_fwd=linear_core_fwd,
+            core_bwd=linear_core_bwd,
+        ),
+        _elman("tanh"),
+        _elman("relu"),
+        Kind(
+            "lstm",
+            gates=4,
+            states=2,
+            core=lstm_core,
+            core_fwd=lstm_core_fwd,
+            core_bwd=lstm_core_bwd,
+            torch_layer="LSTM",
+            torch_cell="LSTMCell",
+            layer_keywords=("proj_size",),
+        ),
+        Kind(
+            "gru",
+            gates=3,
+            states=1,
+            core=gru_core,
+            core_fwd=gru_core_fwd,
+            core_bwd=gru_core_bwd,
+            torch_layer="GRU",
+            torch_cell="GRUCell",
+        ),
+    )
+}
 
 
 def elman_kind(nonlinearity: str) -> str:

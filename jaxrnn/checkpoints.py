@@ -37,8 +37,9 @@ def save_checkpoint(path: pathlib.Path, state, meta: dict[str, Any], best_params
 def save_params(path: pathlib.Path, params, meta: dict[str, Any]) -> None:
     """Params alone, in the checkpoint layout (``{"state": {"params": ...}}``):
     ``load_checkpoint`` and ``jaxrnn eval --checkpoint`` read it like a checkpoint."""
-    atomic_write(path, _checkpoint_bytes({"state": {"params": _host_state_dict(params, path)}},
-                                         meta))  # fmt: skip
+    atomic_write(
+        path, _checkpoint_bytes({"state": {"params": _host_state_dict(params, path)}}, meta)
+    )
 
 
 def _checkpoint_bytes(payload: dict, meta: dict) -> bytes:
@@ -46,8 +47,9 @@ def _checkpoint_bytes(payload: dict, meta: dict) -> bytes:
     the digest catches a damaged body that would still parse (a flipped byte in a weight)."""
     body = serialization.msgpack_serialize(payload)
     digest = hashlib.sha256(body).hexdigest()
-    return serialization.msgpack_serialize({"meta": json.dumps(meta), "sha256": digest,
-                                            "body": body})  # fmt: skip
+    return serialization.msgpack_serialize(
+        {"meta": json.dumps(meta), "sha256": digest, "body": body}
+    )
 
 
 def _host_state_dict(tree, path) -> dict:
@@ -56,8 +58,10 @@ def _host_state_dict(tree, path) -> dict:
     for name, leaf in traverse_util.flatten_dict(raw, sep=".").items():
         value = np.asarray(leaf)
         if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
-            raise FloatingPointError(f"refusing to write {path}: {name} has non-finite values; "
-                                     "the file on disk is left as it was")  # fmt: skip
+            raise FloatingPointError(
+                f"refusing to write {path}: {name} has non-finite values; "
+                "the file on disk is left as it was"
+            )
     return raw
 
 
@@ -74,21 +78,27 @@ def read_checkpoint(path: pathlib.Path) -> tuple[dict, dict]:
         payload = serialization.msgpack_restore(path.read_bytes())
         meta = json.loads(payload["meta"])
     except Exception as e:  # msgpack/JSON errors: say which file, and what it should be
-        raise ValueError(f"{path} is not a readable jaxrnn checkpoint ({type(e).__name__}: "
-                         f"{e}); expected a file written by jaxrnn train") from e  # fmt: skip
+        raise ValueError(
+            f"{path} is not a readable jaxrnn checkpoint ({type(e).__name__}: "
+            f"{e}); expected a file written by jaxrnn train"
+        ) from e
     if "body" in payload:  # else the layout before digests: state and best beside meta
         body = payload["body"]
         digest = hashlib.sha256(body).hexdigest() if isinstance(body, bytes) else None
         if digest is None or digest != payload.get("sha256"):
-            raise ValueError(f"{path} is corrupt: its contents have sha256 {digest}, the file "
-                             f"records {payload.get('sha256')}; use another copy")  # fmt: skip
+            raise ValueError(
+                f"{path} is corrupt: its contents have sha256 {digest}, the file "
+                f"records {payload.get('sha256')}; use another copy"
+            )
         payload = serialization.msgpack_restore(body)
     missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
     if not isinstance(payload.get("state"), dict) or "params" not in payload["state"]:
         missing.insert(0, "state.params")
     if missing:
-        raise ValueError(f"{path} is not a jaxrnn checkpoint: it lacks {', '.join(missing)}; "
-                         "expected a file written by jaxrnn train")  # fmt: skip
+        raise ValueError(
+            f"{path} is not a jaxrnn checkpoint: it lacks {', '.join(missing)}; "
+            "expected a file written by jaxrnn train"
+        )
     return payload, meta
 
 
@@ -109,15 +119,26 @@ def restore_into(target, raw, path, meta):
     want = _shapes(serialization.to_state_dict(target))
     got = _shapes(raw)
     if want != got:
-        shapes = [f"{k}: checkpoint {got[k]}, model {want[k]}"
-                  for k in want if k in got and got[k] != want[k]]  # fmt: skip
+        shapes = [
+            f"{k}: checkpoint {got[k]}, model {want[k]}"
+            for k in want
+            if k in got and got[k] != want[k]
+        ]
         missing = [k for k in want if k not in got]
         extra = [k for k in got if k not in want]
-        parts = [f"{what} {_few(keys)}" for what, keys in
-                 (("shapes differ:", shapes), ("missing from the checkpoint:", missing),
-                  ("not in the model:", extra)) if keys]  # fmt: skip
-        raise ValueError(f"checkpoint {path} (task {meta.get('task')!r}) does not fit this "
-                         f"model: {'; '.join(parts)}")  # fmt: skip
+        parts = [
+            f"{what} {_few(keys)}"
+            for what, keys in (
+                ("shapes differ:", shapes),
+                ("missing from the checkpoint:", missing),
+                ("not in the model:", extra),
+            )
+            if keys
+        ]
+        raise ValueError(
+            f"checkpoint {path} (task {meta.get('task')!r}) does not fit this "
+            f"model: {'; '.join(parts)}"
+        )
     return serialization.from_state_dict(target, raw)
 
 

@@ -89,8 +89,15 @@ def _cmd_train(args) -> int:
     init = load_torch_state_dict(args.init_from_torch) if args.init_from_torch else None
     print(f"training {task.name} → {out}")
     try:
-        result = fit(task, config, seed=seed, out_dir=out, resume=args.resume,
-                     init_state_dict=init, devices=args.devices)  # fmt: skip
+        result = fit(
+            task,
+            config,
+            seed=seed,
+            out_dir=out,
+            resume=args.resume,
+            init_state_dict=init,
+            devices=args.devices,
+        )
     except KeyError as e:  # a state_dict that is not the model's: say which file
         if init is None or "state_dict" not in str(e):
             raise
@@ -98,8 +105,10 @@ def _cmd_train(args) -> int:
     except NonFiniteError as e:  # the command that continues from the last good checkpoint
         if e.saved_epoch is not None:
             lower = f"{e.learning_rate / 10:g}"
-            e.args = (f"{e.args[0]} To continue from it: jaxrnn train {task.name} --out {out} "
-                      f"--resume --set learning_rate={lower}",)  # fmt: skip
+            e.args = (
+                f"{e.args[0]} To continue from it: jaxrnn train {task.name} --out {out} "
+                f"--resume --set learning_rate={lower}",
+            )
         raise
     print(json.dumps({"task": task.name, "final": result.final}, indent=2, default=str))
     return 0
@@ -138,8 +147,15 @@ def _cmd_eval(args) -> int:
 
 def _cmd_sample(args) -> int:
     model, params, config = load_model(args.checkpoint)
-    text = sample(model, params, config.alphabet, args.prompt, args.length, args.temperature,
-                  key=jax.random.key(args.seed))  # fmt: skip
+    text = sample(
+        model,
+        params,
+        config.alphabet,
+        args.prompt,
+        args.length,
+        args.temperature,
+        key=jax.random.key(args.seed),
+    )
     print(args.prompt + text)
     return 0
 
@@ -153,14 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
     train.add_argument("--seed", type=int, help="default 0 (with --resume: the checkpoint's)")
     train.add_argument("--out", help="output directory (default runs/TASK)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from OUT's checkpoint, with its config (--set may change "
-                            "epochs and learning_rate)")  # fmt: skip
-    train.add_argument("--init-from-torch", metavar="FILE.pt",
-                       help="start from a torch state_dict of the task's reference model")  # fmt: skip
-    train.add_argument("--devices", type=int, metavar="N",
-                       help="data-parallel over N devices (batch split, params replicated); "
-                            "on a CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N")  # fmt: skip
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT's checkpoint, with its config (--set may change "
+        "epochs and learning_rate)",
+    )
+    train.add_argument(
+        "--init-from-torch",
+        metavar="FILE.pt",
+        help="start from a torch state_dict of the task's reference model",
+    )
+    train.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="data-parallel over N devices (batch split, params replicated); "
+        "on a CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N",
+    )
     train.set_defaults(func=_cmd_train)
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
     ev.add_argument("task", nargs="?", help="optional: the checkpoint knows its task")

@@ -33,8 +33,9 @@ def available() -> bool:
     return rnn.gpu_rnn is not None and jax.default_backend() == "gpu"
 
 
-def unsupported(*, proj_size: int, bias: bool, dropout: float, deterministic: bool,
-                dtype) -> str | None:  # fmt: skip
+def unsupported(
+    *, proj_size: int, bias: bool, dropout: float, deterministic: bool, dtype
+) -> str | None:
     """Why a layer configuration cannot run on cuDNN (``None`` if it can)."""
     if proj_size:
         return f"proj_size={proj_size} (cuDNN's LSTM has no projection here)"
@@ -65,8 +66,17 @@ def pack_weights(params: dict, *, num_layers: int, bidirectional: bool) -> Array
     return jnp.concatenate(weights + biases)
 
 
-def lstm(params: dict, x: Array, h0: Array, c0: Array, lengths: Array, *, hidden_size: int,
-         num_layers: int, bidirectional: bool):  # fmt: skip
+def lstm(
+    params: dict,
+    x: Array,
+    h0: Array,
+    c0: Array,
+    lengths: Array,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    bidirectional: bool,
+):
     """The LSTM stack on cuDNN.
 
     Args:
@@ -80,6 +90,15 @@ def lstm(params: dict, x: Array, h0: Array, c0: Array, lengths: Array, *, hidden
     from jax.experimental import rnn
 
     w = pack_weights(params, num_layers=num_layers, bidirectional=bidirectional)
-    return rnn.lstm(x, h0, c0, w, lengths.astype(jnp.int32), input_size=x.shape[-1],
-                    hidden_size=hidden_size, num_layers=num_layers, dropout=0.0,
-                    bidirectional=bidirectional)  # fmt: skip
+    return rnn.lstm(
+        x,
+        h0,
+        c0,
+        w,
+        lengths.astype(jnp.int32),
+        input_size=x.shape[-1],
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        dropout=0.0,
+        bidirectional=bidirectional,
+    )

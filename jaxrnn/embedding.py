@@ -17,7 +17,8 @@ JAX gather silently clamps it (and ``jnp.take`` wraps negative ids). jaxrnn neve
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -80,9 +81,11 @@ class Embed(nn.Module, kw_only=True):
     def __call__(self, ids) -> Array:
         check_ids(ids, self.num_embeddings)
         table = self.param(
-            "embedding", self.embedding_init, (self.num_embeddings, self.features),
+            "embedding",
+            self.embedding_init,
+            (self.num_embeddings, self.features),
             self.param_dtype,
-        )  # fmt: skip
+        )
         return lookup(table, jnp.asarray(ids))
 
 

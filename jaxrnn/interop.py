@@ -13,8 +13,10 @@ torch is imported only inside the functions that need it: ``import jaxrnn`` work
 
 from __future__ import annotations
 
+import io
 import pathlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -22,6 +24,7 @@ import numpy as np
 
 from . import cells, layers
 from .embedding import Embed
+from .files import atomic_write
 
 # torch class name → its kind (cells.KINDS); jaxrnn's layer or cell has the same name. The two
 # Elman kinds share nn.RNN and nn.RNNCell, and every fact read here (class, keywords).
@@ -152,7 +155,10 @@ def from_torch(module) -> tuple[nn.Module, dict]:
         flax_module = nn.Dense(
             module.out_features, use_bias=module.bias is not None, param_dtype=dtype
         )
-        params = {"kernel": state["weight"].T, **({"bias": state["bias"]} if "bias" in state else {})}
+        params = {
+            "kernel": state["weight"].T,
+            **({"bias": state["bias"]} if "bias" in state else {}),
+        }
     elif name == "Embedding":
         unsupported = {
             "max_norm": module.max_norm is not None,
@@ -167,9 +173,10 @@ def from_torch(module) -> tuple[nn.Module, dict]:
                 f"(the forward or the gradient would differ); build it without them"
             )
         flax_module = Embed(
-            num_embeddings=module.num_embeddings, features=module.embedding_dim,
+            num_embeddings=module.num_embeddings,
+            features=module.embedding_dim,
             param_dtype=dtype,
-        )  # fmt: skip
+        )
         params = {"embedding": state["weight"]}
     else:
         raise TypeError(
@@ -181,7 +188,7 @@ def from_torch(module) -> tuple[nn.Module, dict]:
 
 def to_torch(flax_module: nn.Module, variables: Mapping):
     """A jaxrnn/Flax module and its variables → the equivalent torch module, weights loaded."""
-    import torch
+    torch = _import_torch("to_torch")
 
     params = variables.get("params", variables)
     some = np.asarray(next(iter(jnp.asarray(v) for _, v in _flatten(params))))
@@ -240,23 +247,23 @@ def load_torch_state_dict(path) -> dict[str, np.ndarray]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors, or a refused non-weights object
-        raise ValueError(f"{path} is not a loadable torch state_dict ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from e  # fmt: skip
+        raise ValueError(
+            f"{path} is not a loadable torch state_dict ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
     if not isinstance(loaded, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in loaded.values()
     ):
-        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state_dict "
-                         "(a mapping of names to tensors): save model.state_dict()")  # fmt: skip
+        raise ValueError(
+            f"{path} holds a {type(loaded).__name__}, not a state_dict "
+            "(a mapping of names to tensors): save model.state_dict()"
+        )
     return {k: v.detach().cpu().numpy() for k, v in loaded.items()}
 
 
 def save_torch_state_dict(state_dict: Mapping, path) -> None:
     """``{name: array}`` → a ``torch.save`` file that ``model.load_state_dict`` takes, written
     atomically (temp file in the same folder, then renamed)."""
-    import io
-
-    from .files import atomic_write
-
     torch = _import_torch("writing a torch state_dict")
     buffer = io.BytesIO()
     torch.save({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, buffer)

@@ -204,8 +204,9 @@ class RNNBase(nn.Module, kw_only=True):
                 w = self._weights(suffix, layer_input.shape[-1])
                 w = jax.tree.map(lambda a: a.astype(dtype), w)
                 gx = cells.affine(layer_input, w.weight_ih, w.bias_ih)  # [T, B, G·H]
-                carry, out = self._scan(w, carries[layer * D + direction], gx, mask,
-                                        reverse=bool(direction))  # fmt: skip
+                carry, out = self._scan(
+                    w, carries[layer * D + direction], gx, mask, reverse=bool(direction)
+                )
                 outputs.append(out)
                 finals.append(carry)
             layer_input = jnp.concatenate(outputs, axis=-1) if D == 2 else outputs[0]
@@ -223,8 +224,16 @@ class RNNBase(nn.Module, kw_only=True):
         """One direction of one layer over time: ``(final carry, outputs [T, B, H])``."""
         kind = cells.KINDS[self.kind]
         if self.fused_backward and w.weight_hr is None:
-            return recurrent_scan(kind.vjp, carry, gx, w.weight_hh, w.bias_hh, mask,
-                                  reverse=reverse, unroll=self.unroll)  # fmt: skip
+            return recurrent_scan(
+                kind.vjp,
+                carry,
+                gx,
+                w.weight_hh,
+                w.bias_hh,
+                mask,
+                reverse=reverse,
+                unroll=self.unroll,
+            )
         step = functools.partial(kind.step, w=w)
         return masked_scan(step, carry, gx, mask, reverse=reverse, unroll=self.unroll)
 
@@ -234,8 +243,7 @@ class RNNBase(nn.Module, kw_only=True):
             if expected != input_size:
                 what = "x" if suffix.startswith("_l0") else f"the input of layer {suffix[2:]}"
                 raise ValueError(
-                    f"{what} has {input_size} features, but weight_ih{suffix} expects "
-                    f"{expected}"
+                    f"{what} has {input_size} features, but weight_ih{suffix} expects {expected}"
                 )
         return cells.make_weights(
             self,
@@ -260,8 +268,7 @@ class RNNBase(nn.Module, kw_only=True):
             if len(parts) != len(shapes):
                 raise ValueError(f"hx must be {self._hx_doc()}, got {len(parts)} arrays")
             states = [
-                self._check_state(p, s, n, batched, dtype)
-                for p, s, n in zip(parts, shapes, names)
+                self._check_state(p, s, n, batched, dtype) for p, s, n in zip(parts, shapes, names)
             ]
         carries = [tuple(s[i] for s in states) for i in range(LD)]
         return [c if len(c) > 1 else c[0] for c in carries]
@@ -335,8 +342,11 @@ class LSTM(RNNBase, kw_only=True):
 
     def _check_config(self):
         super()._check_config()
-        if (not _is_int(self.proj_size) or self.proj_size < 0
-                or (self.proj_size and self.proj_size >= self.hidden_size)):  # fmt: skip
+        if (
+            not _is_int(self.proj_size)
+            or self.proj_size < 0
+            or (self.proj_size and self.proj_size >= self.hidden_size)
+        ):
             raise ValueError(
                 f"proj_size must be 0 or 0 < proj_size < hidden_size = {self.hidden_size}, "
                 f"got {self.proj_size}"
@@ -347,14 +357,20 @@ class LSTM(RNNBase, kw_only=True):
     def _use_cudnn(self, dtype, deterministic: bool) -> bool:
         if self.backend == "scan":
             return False
-        why_not = cudnn.unsupported(proj_size=self.proj_size, bias=self.bias,
-                                    dropout=self.dropout if self.num_layers > 1 else 0.0,
-                                    deterministic=deterministic, dtype=dtype)  # fmt: skip
+        why_not = cudnn.unsupported(
+            proj_size=self.proj_size,
+            bias=self.bias,
+            dropout=self.dropout if self.num_layers > 1 else 0.0,
+            deterministic=deterministic,
+            dtype=dtype,
+        )
         if not cudnn.available():
             why_not = f"jax's backend is {jax.default_backend()!r}, cuDNN needs a CUDA GPU"
         if why_not and self.backend == "cudnn":
-            raise ValueError(f"backend='cudnn' cannot run this LSTM: {why_not}; "
-                             "use backend='auto' to fall back to the scan")  # fmt: skip
+            raise ValueError(
+                f"backend='cudnn' cannot run this LSTM: {why_not}; "
+                "use backend='auto' to fall back to the scan"
+            )
         return why_not is None
 
     def _cudnn_stack(self, x: Array, carries: list, lengths):
@@ -364,14 +380,22 @@ class LSTM(RNNBase, kw_only=True):
         params = {}
         for suffix in cudnn.suffixes(self.num_layers, self.bidirectional):
             w = self._weights(suffix, I if suffix.startswith("_l0") else D * H)
-            params.update({f"{k}{suffix}": v.astype(x.dtype) for k, v in w._asdict().items()
-                           if v is not None})  # fmt: skip
+            params.update(
+                {f"{k}{suffix}": v.astype(x.dtype) for k, v in w._asdict().items() if v is not None}
+            )
         h0, c0 = (jnp.stack(s) for s in zip(*carries))  # [L·D, B, H] each
         if lengths is None:
             lengths = jnp.full((B,), T, jnp.int32)
-        y, h_n, c_n = cudnn.lstm(params, jnp.swapaxes(x, 0, 1), h0, c0, lengths,
-                                 hidden_size=H, num_layers=self.num_layers,
-                                 bidirectional=self.bidirectional)  # fmt: skip
+        y, h_n, c_n = cudnn.lstm(
+            params,
+            jnp.swapaxes(x, 0, 1),
+            h0,
+            c0,
+            lengths,
+            hidden_size=H,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+        )
         return jnp.swapaxes(y, 0, 1), (h_n, c_n)
 
     def _hx_doc(self) -> str:
@@ -408,9 +432,13 @@ class LinearRNN(nn.Module, kw_only=True):
         x, batched = _time_major(x, self.batch_first)  # [T, B, I]
         T, B, I = x.shape
         w = cells.make_weights(
-            self, input_size=I, hidden_size=self.hidden_size, gates=1, bias=self.bias,
+            self,
+            input_size=I,
+            hidden_size=self.hidden_size,
+            gates=1,
+            bias=self.bias,
             param_dtype=self.param_dtype,
-        )  # fmt: skip
+        )
         if self.learn_initial_state:
             init = nn.initializers.normal(0.01)
             h0 = self.param("h0", init, (self.hidden_size,), self.param_dtype)
@@ -454,5 +482,7 @@ class LinearWeights(nn.Module, kw_only=True):
     def __call__(self, in_features: int):
         init = cells.torch_uniform(1.0 / np.sqrt(in_features))
         kernel = self.param("kernel", init, (in_features, self.features), self.param_dtype)
-        bias = self.param("bias", init, (self.features,), self.param_dtype) if self.use_bias else None
+        bias = (
+            self.param("bias", init, (self.features,), self.param_dtype) if self.use_bias else None
+        )
         return kernel, bias

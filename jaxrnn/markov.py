@@ -36,8 +36,14 @@ import dataclasses
 import numpy as np
 
 __all__ = [
-    "MarkovModel", "bits_per_char", "count_dict", "encode", "fit", "probabilities", "sample",
-]  # fmt: skip
+    "MarkovModel",
+    "bits_per_char",
+    "count_dict",
+    "encode",
+    "fit",
+    "probabilities",
+    "sample",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +112,9 @@ def fit(text: str, order: int, alphabet: str | None = None) -> MarkovModel:
         types = np.bincount(owner, minlength=n_contexts)
         children = np.empty(0, np.int64)
         if k < order:  # one character further back: text[t-k-1:t] for t >= k+1
-            children, context[k + 1 :] = np.unique(context[k + 1 :] * S + x[: N - k - 1],
-                                                   return_inverse=True)  # fmt: skip
+            children, context[k + 1 :] = np.unique(
+                context[k + 1 :] * S + x[: N - k - 1], return_inverse=True
+            )
         levels.append(Level(pairs, counts, totals, types, children))
     return MarkovModel(alphabet, order, tuple(levels))
 
@@ -187,8 +194,9 @@ def sample(
     for u in rng.random(length):
         p = probabilities(model, text[max(0, len(text) - order) :], order)
         cdf = np.cumsum(p)
-        text += model.alphabet[min(int(np.searchsorted(cdf / cdf[-1], u, side="right")),
-                                   model.size - 1)]  # fmt: skip
+        text += model.alphabet[
+            min(int(np.searchsorted(cdf / cdf[-1], u, side="right")), model.size - 1)
+        ]
     return text
 
 

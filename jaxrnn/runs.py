@@ -77,8 +77,16 @@ class NonFiniteError(FloatingPointError):
     ``fit(..., resume=True)`` with a lower ``learning_rate`` continues from it.
     """
 
-    def __init__(self, message: str, *, step: int, epoch: int, out_dir=None, saved_epoch=None,
-                 learning_rate: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: int,
+        epoch: int,
+        out_dir=None,
+        saved_epoch=None,
+        learning_rate: float | None = None,
+    ):
         super().__init__(message)
         self.step, self.epoch = step, epoch
         self.out_dir, self.saved_epoch, self.learning_rate = out_dir, saved_epoch, learning_rate
@@ -105,8 +113,9 @@ class Best:
     def update(self, row: dict, params) -> bool:
         """Take epoch ``row["epoch"]`` (and a host copy of ``params``) if it improves."""
         if self.metric not in row:
-            raise ValueError(f"select={self.metric!r} is not a history key; the keys are "
-                             f"{', '.join(row)}")  # fmt: skip
+            raise ValueError(
+                f"select={self.metric!r} is not a history key; the keys are {', '.join(row)}"
+            )
         if not self.improves(row[self.metric]):
             return False
         self.epoch, self.value = row["epoch"], row[self.metric]
@@ -122,8 +131,9 @@ def selection(task: Task) -> Best | None:
     if task.select is None:
         return None
     if task.select_mode not in ("max", "min"):
-        raise ValueError(f"{type(task).__name__}.select_mode must be 'max' or 'min', "
-                         f"got {task.select_mode!r}")  # fmt: skip
+        raise ValueError(
+            f"{type(task).__name__}.select_mode must be 'max' or 'min', got {task.select_mode!r}"
+        )
     return Best(task.select, task.select_mode)
 
 
@@ -144,8 +154,13 @@ class Run:
 
     def meta(self) -> dict:
         """The checkpoint's meta after :attr:`epoch` epochs."""
-        meta = {"task": self.task.name, "config": dataclasses.asdict(self.config),
-                "seed": self.seed, "epoch": self.epoch, "history": self.history}  # fmt: skip
+        meta = {
+            "task": self.task.name,
+            "config": dataclasses.asdict(self.config),
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "history": self.history,
+        }
         if self.best is not None:
             meta["best"] = self.best.meta()
         return meta
@@ -190,9 +205,16 @@ def fit(
     run = start_run(steps, config, data, seed, out, resume, init_state_dict)
     mesh = parallel.data_mesh(devices) if devices is not None else None
     if mesh is not None:
-        run.state = run.state.replace(**parallel.replicate(
-            {"params": run.state.params, "opt_state": run.state.opt_state,
-             "key": run.state.key}, mesh))  # fmt: skip
+        run.state = run.state.replace(
+            **parallel.replicate(
+                {
+                    "params": run.state.params,
+                    "opt_state": run.state.opt_state,
+                    "key": run.state.key,
+                },
+                mesh,
+            )
+        )
     last = config.epochs if max_epochs is None else min(config.epochs, run.epoch + max_epochs)
     bar = tqdm(desc=task.name, disable=not progress, unit="step", dynamic_ncols=True)
     t0 = time.time()
@@ -205,23 +227,35 @@ def fit(
             end_epoch(steps, run, data, row, bar, progress)
     finally:
         bar.close()
-    params = run.best.params if run.best is not None and run.best.params is not None else (
-        run.state.params)  # fmt: skip
+    params = (
+        run.best.params
+        if run.best is not None and run.best.params is not None
+        else (run.state.params)
+    )
     final = task.evaluate(steps, params, data, config) if last == config.epochs else {}
     if final and run.best is not None:
         final["best_epoch"] = run.best.epoch
     if out is not None:
         write_outputs(steps, config, params, data, run.history, final, out, run.best)
-    return Result(state=run.state, history=run.history, final=final, model=steps.model,
-                  data=data, best=run.best, steps=steps)  # fmt: skip
+    return Result(
+        state=run.state,
+        history=run.history,
+        final=final,
+        model=steps.model,
+        data=data,
+        best=run.best,
+        steps=steps,
+    )
 
 
 def checked_config(task: Task, config: TaskConfig | None) -> TaskConfig:
     """``config`` (default: the task's) resolved and checked, before any data is built."""
     config = config or task.Config()
     if not isinstance(config, task.Config):
-        raise TypeError(f"config must be a {task.Config.__name__} (task {task.name!r}), got "
-                        f"{type(config).__name__}")  # fmt: skip
+        raise TypeError(
+            f"config must be a {task.Config.__name__} (task {task.name!r}), got "
+            f"{type(config).__name__}"
+        )
     config = task.resolve(config)
     check_config(config)
     return config
@@ -242,8 +276,10 @@ def start_run(steps: Steps, config, data, seed, out, resume: bool, init_state_di
     params = task.init(steps.model, jax.random.PRNGKey(seed), task.init_batch(data, config))
     if init_state_dict is not None:
         if resume:
-            raise ValueError("init_state_dict and resume=True exclude each other: a resumed "
-                             "run continues from its checkpoint")  # fmt: skip
+            raise ValueError(
+                "init_state_dict and resume=True exclude each other: a resumed "
+                "run continues from its checkpoint"
+            )
         params = state_dict_to_params(init_state_dict, like=params)
     state = create_state(steps.model, params, config, seed)
     run = Run(task, config, seed, out, state, history=[], best=selection(task))
@@ -260,8 +296,10 @@ def resume_from_checkpoint(run: Run, params) -> None:
     payload, meta = read_checkpoint(path)
     check_resumable(run.task, run.config, run.seed, meta, path)
     if meta["epoch"] > run.config.epochs:
-        raise ValueError(f"resume=True: the checkpoint in {run.out} is at epoch "
-                         f"{meta['epoch']}, beyond epochs={run.config.epochs}")  # fmt: skip
+        raise ValueError(
+            f"resume=True: the checkpoint in {run.out} is at epoch "
+            f"{meta['epoch']}, beyond epochs={run.config.epochs}"
+        )
     state = restore_into(run.state, payload["state"], path, meta)
     run.state = state.replace(step=int(state.step))  # a Python int, as in create: no retrace
     run.history, run.epoch = meta["history"], meta["epoch"]
@@ -276,8 +314,10 @@ def epoch_batches(task: Task, split: Batch, config, seed: int, epoch: int) -> li
     """Epoch ``epoch``'s training batches, shuffled by ``default_rng([seed, 1, epoch])``."""
     batches = list(task.batches(split, config, np.random.default_rng([seed, 1, epoch])))
     if not batches:
-        raise ValueError(f"{task.name}: no training batches; the train split has "
-                         f"{_size(split)} examples, batch_size={config.batch_size}")  # fmt: skip
+        raise ValueError(
+            f"{task.name}: no training batches; the train split has "
+            f"{_size(split)} examples, batch_size={config.batch_size}"
+        )
     return batches
 
 
@@ -308,8 +348,13 @@ def train_one_epoch(steps: Steps, run: Run, batches: list[Batch], mesh, bar) -> 
             bar.update(1)
         means = {k: float(v) / len(batches) for k, v in sums.items()}
     if int(fault["step"]) != NO_FAULT:  # one read per epoch, with the metrics'
-        raise non_finite_error(run, int(fault["step"]), float(fault["loss"]),
-                               batch=int(fault["step"]) - start_step, n_batches=len(batches))  # fmt: skip
+        raise non_finite_error(
+            run,
+            int(fault["step"]),
+            float(fault["loss"]),
+            batch=int(fault["step"]) - start_step,
+            n_batches=len(batches),
+        )
     if not all(math.isfinite(v) for v in means.values()):
         raise FloatingPointError(
             f"{run.task.name}: non-finite training metrics at epoch {run.epoch + 1} "
@@ -327,16 +372,24 @@ def non_finite_error(run: Run, step: int, loss: float, *, batch: int, n_batches:
     elif run.saved_epoch is None:
         kept = f"No checkpoint was written to {run.out}: no epoch finished."
     else:
-        kept = (f"The last good checkpoint, {run.out / CHECKPOINT} (epoch {run.saved_epoch}), "
-                "is kept: fit(..., resume=True) with a lower learning_rate continues from it.")  # fmt: skip
+        kept = (
+            f"The last good checkpoint, {run.out / CHECKPOINT} (epoch {run.saved_epoch}), "
+            "is kept: fit(..., resume=True) with a lower learning_rate continues from it."
+        )
     lr = run.config.learning_rate
     message = (
         f"{run.task.name}: non-finite {what} at step {step} (epoch {run.epoch + 1}, batch "
         f"{batch} of {n_batches}, learning_rate={lr:g}); training stopped and no update was "
         f"applied from that step on. {kept} Try a lower learning rate, e.g. {lr / 10:g}."
     )
-    return NonFiniteError(message, step=step, epoch=run.epoch + 1, out_dir=run.out,
-                          saved_epoch=run.saved_epoch, learning_rate=lr)  # fmt: skip
+    return NonFiniteError(
+        message,
+        step=step,
+        epoch=run.epoch + 1,
+        out_dir=run.out,
+        saved_epoch=run.saved_epoch,
+        learning_rate=lr,
+    )
 
 
 def evaluate_epoch(steps: Steps, run: Run, data: Dataset, train_metrics: dict, seconds) -> dict:
@@ -384,11 +437,15 @@ def check_splits(task: Task, data: dict) -> None:
     for name, split in data.items():
         sizes = {k: len(v) for k, v in split.items()}
         if len(set(sizes.values())) > 1:
-            raise ValueError(f"{task.name}: the arrays of the {name!r} split differ in length "
-                             f"({sizes}); each needs one row per example")  # fmt: skip
+            raise ValueError(
+                f"{task.name}: the arrays of the {name!r} split differ in length "
+                f"({sizes}); each needs one row per example"
+            )
         if not sizes or not next(iter(sizes.values())):
-            raise ValueError(f"{task.name}: the {name!r} split is empty (0 examples); every split "
-                             "needs at least one: check the config's sizes and fractions")  # fmt: skip
+            raise ValueError(
+                f"{task.name}: the {name!r} split is empty (0 examples); every split "
+                "needs at least one: check the config's sizes and fractions"
+            )
 
 
 def check_resumable(task: Task, config: TaskConfig, seed: int, meta: dict, path) -> None:
@@ -396,16 +453,22 @@ def check_resumable(task: Task, config: TaskConfig, seed: int, meta: dict, path)
     except for the keys in :data:`RESUMABLE` (``epochs``: extend a run; ``learning_rate``: e.g.
     lower it after a fault; the optimiser state does not depend on either)."""
     if meta["task"] != task.name:
-        raise ValueError(f"cannot resume: {path} holds a {meta['task']!r} checkpoint, not "
-                         f"{task.name!r}")  # fmt: skip
+        raise ValueError(
+            f"cannot resume: {path} holds a {meta['task']!r} checkpoint, not {task.name!r}"
+        )
     if meta["seed"] != seed:
-        raise ValueError(f"cannot resume: {path} was trained with seed {meta['seed']}, not "
-                         f"{seed} (the data and shuffles depend on it)")  # fmt: skip
+        raise ValueError(
+            f"cannot resume: {path} was trained with seed {meta['seed']}, not "
+            f"{seed} (the data and shuffles depend on it)"
+        )
     ours = json.loads(json.dumps(dataclasses.asdict(config)))
     theirs = meta["config"]
     keys = [k for k in {**theirs, **ours} if k not in RESUMABLE]
-    diff = {k: (theirs.get(k, "<missing>"), ours.get(k, "<missing>"))
-            for k in keys if theirs.get(k) != ours.get(k)}  # fmt: skip
+    diff = {
+        k: (theirs.get(k, "<missing>"), ours.get(k, "<missing>"))
+        for k in keys
+        if theirs.get(k) != ours.get(k)
+    }
     if diff:
         raise ValueError(
             f"cannot resume: the checkpoint in {pathlib.Path(path).parent} is for task "
@@ -417,13 +480,16 @@ def check_resumable(task: Task, config: TaskConfig, seed: int, meta: dict, path)
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_outputs(steps: Steps, config, params, data, history, final, out: pathlib.Path,
-                  best=None):  # fmt: skip
+def write_outputs(steps: Steps, config, params, data, history, final, out: pathlib.Path, best=None):
     """metrics.json, loss.png and the task's own plots (with the params ``final`` was made with)."""
     task = steps.task
     out.mkdir(parents=True, exist_ok=True)
-    record = {"task": task.name, "config": dataclasses.asdict(config), "history": history,
-              "final": final}  # fmt: skip
+    record = {
+        "task": task.name,
+        "config": dataclasses.asdict(config),
+        "history": history,
+        "final": final,
+    }
     if best is not None:
         record["best_epoch"] = best.epoch
         record["selected_by"] = {"metric": best.metric, "mode": best.mode, "value": best.value}
@@ -473,9 +539,11 @@ def config_from_meta(task: Task, meta: dict, where=None) -> TaskConfig:
     known = {f.name for f in dataclasses.fields(task.Config)}
     unknown = sorted(set(meta["config"]) - known)
     if unknown:
-        raise ValueError(f"{where or 'the checkpoint'}: its config has keys that "
-                         f"{task.Config.__name__} does not know: {', '.join(unknown)} (another "
-                         f"task's checkpoint, or another jaxrnn version's?)")  # fmt: skip
+        raise ValueError(
+            f"{where or 'the checkpoint'}: its config has keys that "
+            f"{task.Config.__name__} does not know: {', '.join(unknown)} (another "
+            f"task's checkpoint, or another jaxrnn version's?)"
+        )
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
     return task.Config(**fields)
 
@@ -516,6 +584,7 @@ def resume_config(task: Task, out: str | os.PathLike, changes: dict) -> tuple[Ta
         raise FileNotFoundError(f"cannot resume: no checkpoint in {out}")
     _, meta = read_checkpoint(path)
     if meta["task"] != task.name:
-        raise ValueError(f"cannot resume: {path} holds a {meta['task']!r} checkpoint, not "
-                         f"{task.name!r}")  # fmt: skip
+        raise ValueError(
+            f"cannot resume: {path} holds a {meta['task']!r} checkpoint, not {task.name!r}"
+        )
     return config_from_meta(task, meta, path).replace(**changes), meta["seed"]

@@ -16,7 +16,7 @@ torch's packed sequences do, with no index juggling.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -128,9 +128,7 @@ def _recurrent_fwd(core, reverse, unroll, carry, gx, weight_hh, bias_hh, mask):
     # times faster when every gate slices its own input than when all slice one [T, B, G·H].
     gates = weight_hh.shape[0] // weight_hh.shape[1]  # G (W_hh is [G·H, H])
     xs = tuple(jnp.split(gx, gates, axis=-1)) if gates > 1 else gx
-    final, (ys, res, h_prev) = jax.lax.scan(
-        body, carry, (xs, mask), reverse=reverse, unroll=unroll
-    )
+    final, (ys, res, h_prev) = jax.lax.scan(body, carry, (xs, mask), reverse=reverse, unroll=unroll)
     return (final, ys), (res, h_prev, weight_hh, bias_hh, mask)
 
 

@@ -34,31 +34,31 @@ class TaskConfig:
     # evaluation; jaxrnn.engine.mixed_precision). For GPU/TPU: slower on CPUs without bf16 units.
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
-    def replace(self, **changes) -> "TaskConfig":
+    def replace(self, **changes) -> TaskConfig:
         return dataclasses.replace(self, **changes)
 
 
 class Task:
     """Base class of a task. Subclasses set ``name``, ``Config``, ``metric`` and implement:
 
-    * ``data(config, rng) -> Dataset``: NumPy arrays, ``{"train": {...}, "test": {...}}``;
-    * ``model(config) -> nn.Module``;
-    * ``loss(model, params, batch, *, key, train) -> (loss, metrics)`` — pure, jit-able;
-    * ``evaluate(steps, params, data, config) -> dict`` of final metrics (after training).
+        * ``data(config, rng) -> Dataset``: NumPy arrays, ``{"train": {...}, "test": {...}}``;
+        * ``model(config) -> nn.Module``;
+        * ``loss(model, params, batch, *, key, train) -> (loss, metrics)`` — pure, jit-able;
+        * ``evaluate(steps, params, data, config) -> dict`` of final metrics (after training).
 
-The hooks that run after compilation (``evaluate``, ``epoch_report``, ``plot``) get the run's
-:class:`jaxrnn.engine.Steps`: the model (``steps.model``) and its compiled train and eval
-steps, so evaluating reuses what training compiled (``steps.evaluate(params, batches)``).
+    The hooks that run after compilation (``evaluate``, ``epoch_report``, ``plot``) get the run's
+    :class:`jaxrnn.engine.Steps`: the model (``steps.model``) and its compiled train and eval
+    steps, so evaluating reuses what training compiled (``steps.evaluate(params, batches)``).
 
-    Optional hooks: ``init_batch`` (what ``model.init`` sees), ``batches`` (how a split is cut
-    into batches, e.g. bucketed by length), ``epoch_report`` (a line printed after each epoch),
-    ``plot`` (extra PNGs), ``check_data`` (validation at the data boundary).
+        Optional hooks: ``init_batch`` (what ``model.init`` sees), ``batches`` (how a split is cut
+        into batches, e.g. bucketed by length), ``epoch_report`` (a line printed after each epoch),
+        ``plot`` (extra PNGs), ``check_data`` (validation at the data boundary).
 
-    After each epoch the engine evaluates the loss's metrics on ``data["valid"]`` if there is
-    one, else ``"test"``, else ``"train"`` (history keys ``valid_loss``, ``valid_accuracy``, …).
-    Model selection: with ``select = "valid_accuracy"`` (a history key) and ``select_mode``
-    ``"max"`` (or ``"min"``), the engine keeps the best epoch's parameters, writes them to
-    ``best.msgpack``, and the final ``evaluate`` sees those parameters.
+        After each epoch the engine evaluates the loss's metrics on ``data["valid"]`` if there is
+        one, else ``"test"``, else ``"train"`` (history keys ``valid_loss``, ``valid_accuracy``, …).
+        Model selection: with ``select = "valid_accuracy"`` (a history key) and ``select_mode``
+        ``"max"`` (or ``"min"``), the engine keeps the best epoch's parameters, writes them to
+        ``best.msgpack``, and the final ``evaluate`` sees those parameters.
     """
 
     name: ClassVar[str]

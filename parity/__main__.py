@@ -69,18 +69,27 @@ TASK_COLUMNS = {  # check -> column title, parity/tasks.py
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parity", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a handful of cases and models")
-    parser.add_argument("-k", metavar="SUBSTRING", default="",
-                        help="only rows whose id (e.g. lstm-L3-bi-tf-bias-lengths+hx-f64, "
-                        "copy-masked-f32) contains SUBSTRING")  # fmt: skip
-    parser.add_argument("--only", choices=("layers", "tasks"),
-                        help="one table: torch.nn layers, or the task models")  # fmt: skip
+    parser.add_argument(
+        "-k",
+        metavar="SUBSTRING",
+        default="",
+        help="only rows whose id (e.g. lstm-L3-bi-tf-bias-lengths+hx-f64, "
+        "copy-masked-f32) contains SUBSTRING",
+    )
+    parser.add_argument(
+        "--only", choices=("layers", "tasks"), help="one table: torch.nn layers, or the task models"
+    )
     args = parser.parse_args(argv)
 
     runs = [(c, d) for c in (QUICK if args.quick else CASES) for d in DTYPES]
     runs = [(c, d) for c, d in runs if args.k in case_id(c, d)] if args.only != "tasks" else []
     entries = [e for e in tasks.ROWS if not args.quick or e.id in tasks.QUICK]
-    task_runs = [(e, d) for e in entries for d in DTYPES
-                 if d in tasks.row_dtypes(e) and args.k in tasks.task_id(e, d)]  # fmt: skip
+    task_runs = [
+        (e, d)
+        for e in entries
+        for d in DTYPES
+        if d in tasks.row_dtypes(e) and args.k in tasks.task_id(e, d)
+    ]
     task_runs = task_runs if args.only != "layers" else []
     if not runs and not task_runs:
         print(f"no case matches -k {args.k!r}", file=sys.stderr)
@@ -100,21 +109,33 @@ def main(argv: list[str] | None = None) -> int:
 
 def layer_table(runs) -> list[str]:
     """The table of torch.nn configurations; returns the labels of failed runs."""
-    title = (f"jaxrnn vs torch {torch.__version__}: max |Δ| / max(1, max|ref|) per tensor; "
-             f"tolerance float64 {checks.TOL['float64']:.0e}, float32 "
-             f"{checks.TOL['float32']:.0e}; names and roundtrip exact; ! = fails")  # fmt: skip
+    title = (
+        f"jaxrnn vs torch {torch.__version__}: max |Δ| / max(1, max|ref|) per tensor; "
+        f"tolerance float64 {checks.TOL['float64']:.0e}, float32 "
+        f"{checks.TOL['float32']:.0e}; names and roundtrip exact; ! = fails"
+    )
     return table(title, "config", "runs", runs, case_id, checks.run_case, COLUMNS, checks.passed)
 
 
 def task_table(runs) -> list[str]:
     """The table of task models (parity/tasks.py): the seed's torch model vs the jaxrnn task
     model; returns the labels of failed runs."""
-    title = ("jaxrnn task models vs the seeds' torch models (parity/models.py): out = outputs "
-             "and loss, grads of the task loss, 20 Adam steps, decode = generation, greedy "
-             "or sampled tokens (tokens exact); markov: the seed's dict counts (exact) and "
-             "Witten-Bell probabilities vs jaxrnn.markov; same errors and tolerances")  # fmt: skip
-    return table(title, "task model", "task-model runs", runs, tasks.task_id,
-                 tasks.run_row, TASK_COLUMNS, tasks.passed)  # fmt: skip
+    title = (
+        "jaxrnn task models vs the seeds' torch models (parity/models.py): out = outputs "
+        "and loss, grads of the task loss, 20 Adam steps, decode = generation, greedy "
+        "or sampled tokens (tokens exact); markov: the seed's dict counts (exact) and "
+        "Witten-Bell probabilities vs jaxrnn.markov; same errors and tolerances"
+    )
+    return table(
+        title,
+        "task model",
+        "task-model runs",
+        runs,
+        tasks.task_id,
+        tasks.run_row,
+        TASK_COLUMNS,
+        tasks.passed,
+    )
 
 
 def table(title, first, noun, runs, label_of, run, columns, passed) -> list[str]:
@@ -143,8 +164,10 @@ def table(title, first, noun, runs, label_of, run, columns, passed) -> list[str]
             worst[dtype].update({c: float("nan") for c in columns})
             continue
         bad = report.failures(dtype)
-        print(f"{label:<{width}}  {show(report.errors, dtype)}  {'FAIL' if bad else 'PASS'}",
-              flush=True)  # fmt: skip
+        print(
+            f"{label:<{width}}  {show(report.errors, dtype)}  {'FAIL' if bad else 'PASS'}",
+            flush=True,
+        )
         if bad:
             failed.append(label)
             where = ", ".join(f"{c} at {report.notes.get(c) or '-'}" for c in bad)

@@ -55,8 +55,12 @@ ADAM_STEPS = 5
 ADAM = dict(lr=1e-2, b1=0.9, b2=0.99, eps=1e-2)
 
 TORCH_CLASSES = {"rnn_tanh": "RNN", "rnn_relu": "RNN", "lstm": "LSTM", "gru": "GRU"}
-JAXRNN_CLASSES = {"rnn_tanh": jaxrnn.RNN, "rnn_relu": jaxrnn.RNN, "lstm": jaxrnn.LSTM,
-                  "gru": jaxrnn.GRU}  # fmt: skip
+JAXRNN_CLASSES = {
+    "rnn_tanh": jaxrnn.RNN,
+    "rnn_relu": jaxrnn.RNN,
+    "lstm": jaxrnn.LSTM,
+    "gru": jaxrnn.GRU,
+}
 
 
 def tolerance(check: str, dtype: str) -> float:
@@ -241,9 +245,11 @@ def torch_forward(module, case: Case, x, hx: tuple, lengths):
         out, h_n = module(x, h0)
     else:
         packed = pack_padded_sequence(
-            x, torch.as_tensor(lengths, dtype=torch.int64), batch_first=case.batch_first,
+            x,
+            torch.as_tensor(lengths, dtype=torch.int64),
+            batch_first=case.batch_first,
             enforce_sorted=False,
-        )  # fmt: skip
+        )
         out, h_n = module(packed, h0)
         out, _ = pad_packed_sequence(out, batch_first=case.batch_first, total_length=case.time)
     return out, (tuple(h_n) if isinstance(h_n, tuple) else (h_n,))
@@ -382,9 +388,7 @@ def run_case(case: Case, dtype: str) -> CaseReport:
         topt.zero_grad()
         torch_loss(tmod, case, inputs, x_fixed, hx_fixed)[0].backward()
         topt.step()
-    errors["adam5"], notes["adam5"] = worst(
-        {k: (p_j[k], v) for k, v in tmod.state_dict().items()}
-    )
+    errors["adam5"], notes["adam5"] = worst({k: (p_j[k], v) for k, v in tmod.state_dict().items()})
     return CaseReport(errors, notes)
 
 
@@ -394,8 +398,18 @@ def roundtrip_error(tmod, jmod, variables) -> tuple[float, str]:
     back = jaxrnn.to_torch(jmod, variables)
     if type(back) is not type(tmod):
         return float("inf"), f"to_torch gave {type(back).__name__}"
-    for attr in ("input_size", "hidden_size", "num_layers", "bias", "batch_first",
-                 "bidirectional", "proj_size", "nonlinearity", "mode", "dropout"):  # fmt: skip
+    for attr in (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "bidirectional",
+        "proj_size",
+        "nonlinearity",
+        "mode",
+        "dropout",
+    ):
         if getattr(back, attr, None) != getattr(tmod, attr, None):
             return float("inf"), f"{attr}: {getattr(back, attr)} != {getattr(tmod, attr)}"
     a, b = tmod.state_dict(), back.state_dict()

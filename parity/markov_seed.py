@@ -19,10 +19,10 @@ def create_markov_dict(text, markov_order=4):
     unique_characters = np.unique(list(text))
     n_unique = len(unique_characters)
     transl = dict(list(zip(unique_characters, np.arange(n_unique))) +
-                  list(zip(np.arange(n_unique), unique_characters)))  # fmt: skip
+                  list(zip(np.arange(n_unique), unique_characters)))
     markov_dict = dict()
     for i in range(len(text) - markov_order - 1):
-        key = text[i:i + markov_order]  # fmt: skip
+        key = text[i:i + markov_order]
         value = text[i + markov_order]
         freq_table = markov_dict[key] = markov_dict.get(key, np.zeros(n_unique, dtype='int'))
         freq_table[transl[value]] += 1

@@ -356,8 +356,9 @@ class SeqEncoderRNN(nn.Module):
         self.build()
 
     def build(self):
-        self.rnn = nn.RNN(input_size=self.n_input, hidden_size=self.n_hidden, num_layers=1,
-                          batch_first=True)  # fmt: skip
+        self.rnn = nn.RNN(
+            input_size=self.n_input, hidden_size=self.n_hidden, num_layers=1, batch_first=True
+        )
 
     def forward(self, x):
         out, hidden = self.rnn(x)
@@ -382,9 +383,9 @@ class SeqDecoderRNN(nn.Module):
         # input a bunch of zeros, because the RNN requires input
         inputs = initial_hidden.new_zeros(batch_size, n, 1)
         outputs, hidden = self.rnn(inputs, initial_hidden[None])
-        return self.hidden_to_output(
-            outputs.reshape(batch_size * n, self.n_hidden)
-        ).reshape(batch_size, n, self.n_output)
+        return self.hidden_to_output(outputs.reshape(batch_size * n, self.n_hidden)).reshape(
+            batch_size, n, self.n_output
+        )
 
 
 class SeqEncoderDecoderRNN(nn.Module):
@@ -413,8 +414,9 @@ class SeqEncoderRNNMasked(nn.Module):
         self.build()
 
     def build(self):
-        self.rnn = nn.RNN(input_size=self.n_input, hidden_size=self.n_hidden, num_layers=1,
-                          batch_first=True)  # fmt: skip
+        self.rnn = nn.RNN(
+            input_size=self.n_input, hidden_size=self.n_hidden, num_layers=1, batch_first=True
+        )
 
     def forward(self, x, seq_lengths):
         # assume x.shape = batch, time, features
@@ -488,10 +490,15 @@ class SumRNN(nn.Module):
         self.build()
 
     def build(self):
-        self.encoder_rnn = self.rnn_class(input_size=self.n_inputs, hidden_size=self.n_hidden,
-                                          num_layers=self.n_layers, batch_first=True)  # fmt: skip
-        self.decoder_rnn = self.rnn_class(input_size=1, hidden_size=self.n_hidden,
-                                          num_layers=self.n_layers, batch_first=True)  # fmt: skip
+        self.encoder_rnn = self.rnn_class(
+            input_size=self.n_inputs,
+            hidden_size=self.n_hidden,
+            num_layers=self.n_layers,
+            batch_first=True,
+        )
+        self.decoder_rnn = self.rnn_class(
+            input_size=1, hidden_size=self.n_hidden, num_layers=self.n_layers, batch_first=True
+        )
         self.hidden_to_output = nn.Linear(self.n_hidden, self.n_outputs)
 
     def encode(self, x):
@@ -503,9 +510,9 @@ class SumRNN(nn.Module):
         n_layers, batch_size, n_hidden = first.shape
         zero_input = first.new_zeros(batch_size, n, 1)
         out, hidden = self.decoder_rnn(zero_input, initial_hidden)
-        return self.hidden_to_output(
-            out.reshape(batch_size * n, n_hidden)
-        ).reshape(batch_size, n, self.n_outputs)
+        return self.hidden_to_output(out.reshape(batch_size * n, n_hidden)).reshape(
+            batch_size, n, self.n_outputs
+        )
 
     def forward(self, x):
         return self.decode(self.encode(x), x.shape[1])
@@ -525,8 +532,15 @@ class Seq2Seq(nn.Module):
     :meth:`greedy`) → Linear. Dropout on the embeddings, between layers and before the Linear.
     """
 
-    def __init__(self, n_inputs: int, n_outputs: int, n_hidden: int, n_layers: int,
-                 embedding_dim: int, dropout: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        n_inputs: int,
+        n_outputs: int,
+        n_hidden: int,
+        n_layers: int,
+        embedding_dim: int,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.n_outputs = n_outputs
         kw = dict(hidden_size=n_hidden, num_layers=n_layers, batch_first=True, dropout=dropout)
@@ -543,8 +557,9 @@ class Seq2Seq(nn.Module):
 
     def encode(self, x, lengths):
         embedded = self.drop(self.src_embedding(x))
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True,
-                                      enforce_sorted=False)  # fmt: skip
+        packed = pack_padded_sequence(
+            embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         _, state = self.encoder_rnn(packed)
         return state
 
@@ -580,8 +595,9 @@ class PredictorLSTM(nn.Module):
     """Seed 003: ``embeddings[x]`` (a bare parameter, ``N(0, 1) · 0.01``) → ``nn.LSTM``
     (batch_first) → ``hidden_to_output``: ``x [B, T]`` ids → logits ``[B, T, n_symbols]``."""
 
-    def __init__(self, n_symbols: int, n_hidden: int, n_layers: int = 1,
-                 embedding_size: int | None = None):  # fmt: skip
+    def __init__(
+        self, n_symbols: int, n_hidden: int, n_layers: int = 1, embedding_size: int | None = None
+    ):
         super().__init__()
         self.n_symbols = n_symbols
         self.n_hidden = n_hidden
@@ -595,8 +611,12 @@ class PredictorLSTM(nn.Module):
         else:
             embedding_size = self.embedding_size
         self.embeddings = nn.Parameter(torch.randn(self.n_symbols, embedding_size) * 0.01)
-        self.rnn = nn.LSTM(input_size=embedding_size, hidden_size=self.n_hidden,
-                           batch_first=True, num_layers=self.n_layers)  # fmt: skip
+        self.rnn = nn.LSTM(
+            input_size=embedding_size,
+            hidden_size=self.n_hidden,
+            batch_first=True,
+            num_layers=self.n_layers,
+        )
         self.hidden_to_output = nn.Linear(self.n_hidden, self.n_symbols)
 
     def forward(self, x):
@@ -666,8 +686,9 @@ class SentimentRNN(nn.Module):
     ``pack_sequence``.
     """
 
-    def __init__(self, vocab_size: int = 5000, emb_dim: int = 32, hidden_dim: int = 16,
-                 cell: str = "tanh"):  # fmt: skip
+    def __init__(
+        self, vocab_size: int = 5000, emb_dim: int = 32, hidden_dim: int = 16, cell: str = "tanh"
+    ):
         super().__init__()
         self.emb = nn.Embedding(vocab_size + 1, emb_dim)
         self.rnn = nn.LSTM(emb_dim, hidden_dim) if cell == "lstm" else nn.RNN(emb_dim, hidden_dim)
@@ -687,7 +708,6 @@ class SentimentRNN(nn.Module):
 
     def forward(self, x, lengths):
         """``x [B, T]`` padded ids, ``lengths [B]`` → logits ``[B]``, through a packed batch."""
-        e = pack_padded_sequence(self.emb(x), lengths.cpu(), batch_first=True,
-                                 enforce_sorted=False)  # fmt: skip
+        e = pack_padded_sequence(self.emb(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
         hidden_all = self.final_hidden(self.rnn(e))  # [1, B, H], in the batch's order
         return self.lin(hidden_all)[0, :, 0]

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,11 +54,10 @@ import torch
 import torch.nn.functional as F
 
 import jaxrnn
-from jaxrnn.engine import clip_grad_norm
 from jaxrnn import markov
-from jaxrnn.tasks import addition, charlm, hihello, sentiment, sinusoid
+from jaxrnn.engine import clip_grad_norm
 from jaxrnn.task import Batch, Task, TaskConfig
-from jaxrnn.tasks import get_task
+from jaxrnn.tasks import addition, charlm, get_task, hihello, sentiment, sinusoid
 
 from . import markov_seed, models
 from .cases import DTYPE_TAG, DTYPES
@@ -120,7 +120,7 @@ class TaskModel:
     outputs: tuple[str, ...] = ("logits",)
     jax_outputs: JaxOutputs | None = None
     batches: Callable[..., list[Batch]] | None = None
-    decode: "Decode | None" = None
+    decode: Decode | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +152,7 @@ def train_batches(task: Task, config: TaskConfig, rng: np.random.Generator, n: i
 
 def hihello_batches(task, config, rng, n: int) -> list:
     """The seed's "hihell" → "ihello" as row 0, then two random 6-character rows."""
+
     def one():
         x = rng.integers(0, len(hihello.IDX2CHAR), (3, len(hihello.X_DATA)))
         y = rng.integers(0, len(hihello.IDX2CHAR), (3, len(hihello.Y_DATA)))
@@ -307,7 +308,7 @@ def sentiment_per_example_loss(module, b):  # per-example mode: batches of one r
 # ----------------------------------------------------------------------------- jax outputs
 
 
-@functools.lru_cache(maxsize=None)  # one function per names: make_step's cache key
+@functools.cache  # one function per names: make_step's cache key
 def apply_outputs(names: tuple[str, ...]) -> JaxOutputs:
     """``model.apply`` on ``task.model_inputs(batch)``, its output(s) named ``names``."""
 
@@ -369,8 +370,9 @@ def seq2seq_greedy_torch(module, b, config):
 
 def predict_jax(task, model, params, batch, config, outputs):
     """``Addition.predict``: SumRNN/SumLSTM argmax, Seq2Seq greedy decoding (a lax.scan)."""
-    return {"tokens": task.predict(model, params, batch["x"], batch["lengths"],
-                                   batch["y"].shape[1])}  # fmt: skip
+    return {
+        "tokens": task.predict(model, params, batch["x"], batch["lengths"], batch["y"].shape[1])
+    }
 
 
 # charlm sampling: SAMPLE_LENGTH characters after the first PROMPT_LENGTH of batch 0's first
@@ -391,18 +393,25 @@ def charlm_sample_torch(module, b, config):
     """The seed's loop (``models.sample_chars``), fed the same uniforms as jaxrnn."""
     u = torch.from_numpy(np.array(charlm_uniforms()))
     prompt = b["x"][0, :PROMPT_LENGTH]
-    return {"tokens": torch.stack([models.sample_chars(module, prompt, u, t)
-                                   for t in sampling_temperatures(config)])}  # fmt: skip
+    return {
+        "tokens": torch.stack(
+            [models.sample_chars(module, prompt, u, t) for t in sampling_temperatures(config)]
+        )
+    }
 
 
 def charlm_sample_jax(task, model, params, batch, config, outputs):
     """``charlm.sample_ids``: the prompt through the LSTM, then a lax.scan carrying (h, c)."""
     u = charlm_uniforms()
     prompt = batch["x"][0, :PROMPT_LENGTH]
-    return {"tokens": jnp.stack([
-        charlm.sample_ids(model, params, prompt, u, jnp.asarray(t, u.dtype))
-        for t in sampling_temperatures(config)
-    ])}  # fmt: skip
+    return {
+        "tokens": jnp.stack(
+            [
+                charlm.sample_ids(model, params, prompt, u, jnp.asarray(t, u.dtype))
+                for t in sampling_temperatures(config)
+            ]
+        )
+    }
 
 
 SINUSOID_GENERATE = Decode(sinusoid_generate_torch, sinusoid_generate_jax)
@@ -527,8 +536,16 @@ class MarkovRow:
 
 MARKOV = MarkovRow()
 ROWS: list = [*MODELS, MARKOV]  # the task table
-QUICK = ("hihello-step", "bitflip-concat", "sinusoid", "copy-masked-builtin", "addition-seq2seq",
-         "charlm", "sentiment-tanh", "markov")  # fmt: skip
+QUICK = (
+    "hihello-step",
+    "bitflip-concat",
+    "sinusoid",
+    "copy-masked-builtin",
+    "addition-seq2seq",
+    "charlm",
+    "sentiment-tanh",
+    "markov",
+)
 
 
 def row_dtypes(row) -> tuple[str, ...]:
@@ -594,9 +611,10 @@ def optimizer(grad_clip: float = 0.0) -> optax.GradientTransformation:
     return optax.chain(clip_grad_norm(grad_clip), adam) if grad_clip > 0 else adam
 
 
-@functools.lru_cache(maxsize=None)
-def make_step(task: Task, model, config: TaskConfig, jax_outputs: JaxOutputs,
-              grad_clip: float = 0.0):  # fmt: skip
+@functools.cache
+def make_step(
+    task: Task, model, config: TaskConfig, jax_outputs: JaxOutputs, grad_clip: float = 0.0
+):
     """``step(params, opt_state, batch) -> (outputs, loss, grads, (params, opt_state))``,
     jitted: the model outputs, ``task.loss(..., train=True)``, its gradients and one optax Adam
     step. One compilation serves out, grads and adam20 (compiling is most of the suite's
@@ -615,16 +633,17 @@ def make_step(task: Task, model, config: TaskConfig, jax_outputs: JaxOutputs,
     return step
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_decode(task: Task, model, config: TaskConfig, decode: Callable):
     """``decode(params, batch, outputs) -> {name: array}``, jitted on its own: measured, a
     decoding scan (greedy seq2seq, charlm sampling) fused into the step compiles 1.5–3 s
     slower than the two programs apart."""
-    return jax.jit(lambda params, batch, outputs: decode(task, model, params, batch, config,
-                                                         outputs))  # fmt: skip
+    return jax.jit(
+        lambda params, batch, outputs: decode(task, model, params, batch, config, outputs)
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _task(name: str) -> Task:
     return get_task(name)
 
@@ -668,7 +687,8 @@ def run_task_model(entry: TaskModel, dtype: str) -> TaskReport:
     back = jaxrnn.params_to_state_dict(params)
     diffs = {
         k: float(np.max(np.abs(back[k] - v.numpy()), initial=0.0))
-        if back[k].dtype == v.numpy().dtype else float("inf")
+        if back[k].dtype == v.numpy().dtype
+        else float("inf")
         for k, v in state_dict.items()
     }
     where = max(diffs, key=diffs.get)
@@ -690,10 +710,12 @@ def run_task_model(entry: TaskModel, dtype: str) -> TaskReport:
     # grads: by torch name (Dense kernels transposed back); an unused torch parameter
     # (grad None) must have a zero jaxrnn gradient
     g_j = jaxrnn.params_to_state_dict(grads_j)
-    errors["grads"], notes["grads"] = worst({
-        f"d/d {k}": (g_j[k], p.grad if p.grad is not None else torch.zeros_like(p))
-        for k, p in tmod.named_parameters()
-    })  # fmt: skip
+    errors["grads"], notes["grads"] = worst(
+        {
+            f"d/d {k}": (g_j[k], p.grad if p.grad is not None else torch.zeros_like(p))
+            for k, p in tmod.named_parameters()
+        }
+    )
 
     # decode: generation / greedy decoding / sampling at the starting parameters
     if entry.decode is not None:
@@ -737,4 +759,3 @@ def compare_decoded(got: dict, ref: dict) -> tuple[float, str]:
         if (a != b).any():
             return float("inf"), f"{int((a != b).sum())} of {a.size} tokens differ"
     return worst({k: (got[k], v) for k, v in ref.items() if k != "tokens"})
-

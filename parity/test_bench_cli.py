@@ -1,4 +1,5 @@
-"""``python -m benchmarks.bench`` end to end on its smallest rows (the timing table itself, not its numbers)."""
+"""``python -m benchmarks.bench`` end to end on its smallest rows (the timing table itself,
+not its numbers)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from benchmarks import bench  # noqa: E402
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_bench_prints_a_row_per_model(dtype, capsys):
     args = bench.parse_args(["hihello", "--steps", "2", "--rounds", "1", "--compute-dtype", dtype])
-    assert bench.main(args.rows, steps=args.steps, rounds=args.rounds,
-                      compute_dtype=args.compute_dtype) == 0  # fmt: skip
+    assert (
+        bench.main(
+            args.rows, steps=args.steps, rounds=args.rounds, compute_dtype=args.compute_dtype
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     row = re.compile(r"^\| (hihello\S*) \|.*?\*\*([\d.]+)\*\*", re.M)  # id ... **ratio**
     rows = dict(row.findall(out))

@@ -28,11 +28,31 @@ def test_torch_to_jaxrnn_to_torch_round_trip_is_bit_exact(tmp_path):
     net = _reference()
     torch.save(net.state_dict(), tmp_path / "init.pt")
     # learning_rate 0: Adam's update is exactly 0, so the run ends with the torch weights.
-    args = ["train", "index-recall", "--out", str(tmp_path / "run"), *SETS,
-            "--set", "learning_rate=0", "--init-from-torch", str(tmp_path / "init.pt")]  # fmt: skip
+    args = [
+        "train",
+        "index-recall",
+        "--out",
+        str(tmp_path / "run"),
+        *SETS,
+        "--set",
+        "learning_rate=0",
+        "--init-from-torch",
+        str(tmp_path / "init.pt"),
+    ]
     assert cli.main(args) == 0
-    assert cli.main(["export", "index-recall", "--checkpoint", str(tmp_path / "run"),
-                     "--to-torch", str(tmp_path / "out.pt")]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "export",
+                "index-recall",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--to-torch",
+                str(tmp_path / "out.pt"),
+            ]
+        )
+        == 0
+    )
     back = _reference()
     for p in back.parameters():
         torch.nn.init.zeros_(p)
@@ -44,8 +64,19 @@ def test_torch_to_jaxrnn_to_torch_round_trip_is_bit_exact(tmp_path):
 def test_exported_trained_run_computes_what_jaxrnn_computes(tmp_path):
     run = tmp_path / "run"
     assert cli.main(["train", "index-recall", "--out", str(run), *SETS]) == 0
-    assert cli.main(["export", "index-recall", "--checkpoint", str(run),
-                     "--to-torch", str(tmp_path / "out.pt")]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "export",
+                "index-recall",
+                "--checkpoint",
+                str(run),
+                "--to-torch",
+                str(tmp_path / "out.pt"),
+            ]
+        )
+        == 0
+    )
     net = _reference().double()
     net.load_state_dict(torch.load(tmp_path / "out.pt", weights_only=True))
     task = get_task("index-recall")
@@ -58,8 +89,15 @@ def test_exported_trained_run_computes_what_jaxrnn_computes(tmp_path):
 
 def test_state_dict_of_another_model_is_refused_with_the_keys(tmp_path, capsys):
     torch.save(torch.nn.LSTM(8, 16).state_dict(), tmp_path / "lstm.pt")
-    args = ["train", "index-recall", "--out", str(tmp_path / "run"), *SETS,
-            "--init-from-torch", str(tmp_path / "lstm.pt")]  # fmt: skip
+    args = [
+        "train",
+        "index-recall",
+        "--out",
+        str(tmp_path / "run"),
+        *SETS,
+        "--init-from-torch",
+        str(tmp_path / "lstm.pt"),
+    ]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "lstm.pt" in err and "missing keys" in err and "embedding.weight" in err

@@ -15,13 +15,18 @@ import numpy as np
 import optax
 import pytest
 
-from jaxrnn.task import TaskConfig
 from jaxrnn.engine import clip_grad_norm, make_optimizer
+from jaxrnn.task import TaskConfig
 
 torch = pytest.importorskip("torch")
 
-SHAPES = {"rnn.weight_ih_l0": (12, 5), "rnn.weight_hh_l0": (12, 3), "rnn.bias_ih_l0": (12,),
-          "fc.weight": (2, 3), "fc.bias": (2,)}  # fmt: skip
+SHAPES = {
+    "rnn.weight_ih_l0": (12, 5),
+    "rnn.weight_hh_l0": (12, 3),
+    "rnn.bias_ih_l0": (12,),
+    "fc.weight": (2, 3),
+    "fc.bias": (2,),
+}
 
 
 def _close(got, ref, tol):
@@ -34,8 +39,9 @@ def _close(got, ref, tol):
 def test_grad_clip_is_torch_clip_grad_norm(x64, max_norm):
     rng = np.random.default_rng(7)
     params = {k: rng.standard_normal(s) for k, s in SHAPES.items()}
-    steps = [{k: rng.standard_normal(s) * scale for k, s in SHAPES.items()}
-             for scale in (0.3, 2.0, 0.01)]  # fmt: skip
+    steps = [
+        {k: rng.standard_normal(s) * scale for k, s in SHAPES.items()} for scale in (0.3, 2.0, 0.01)
+    ]
     lr = 0.01
     theirs = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in params.items()}
     adam = torch.optim.Adam(theirs.values(), lr=lr)

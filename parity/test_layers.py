@@ -188,10 +188,12 @@ class FlaxTagger(nn.Module):
 
     @nn.compact
     def __call__(self, ids):  # [B, T] ints -> [B, T, C]
-        x = jaxrnn.Embed(num_embeddings=V, features=E, param_dtype=self.param_dtype,
-                         name="embedding")(ids)  # fmt: skip
-        out, _ = jaxrnn.LSTM(hidden_size=H, batch_first=True, param_dtype=self.param_dtype,
-                             name="rnn")(x)  # fmt: skip
+        x = jaxrnn.Embed(
+            num_embeddings=V, features=E, param_dtype=self.param_dtype, name="embedding"
+        )(ids)
+        out, _ = jaxrnn.LSTM(
+            hidden_size=H, batch_first=True, param_dtype=self.param_dtype, name="rnn"
+        )(x)
         return nn.Dense(C, param_dtype=self.param_dtype, name="fc")(out)
 
 
@@ -271,7 +273,8 @@ def test_out_of_range_token_id():
 
 
 @pytest.mark.parametrize(
-    "option", [{"max_norm": 1.0}, {"padding_idx": 0}, {"scale_grad_by_freq": True}, {"sparse": True}]
+    "option",
+    [{"max_norm": 1.0}, {"padding_idx": 0}, {"scale_grad_by_freq": True}, {"sparse": True}],
 )
 def test_embedding_options_without_equivalent_are_refused(option):
     """max_norm renormalises rows and padding_idx zeroes a gradient: a silent conversion

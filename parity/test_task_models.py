@@ -60,8 +60,9 @@ def test_markov_baseline(monkeypatch):
     assert re.search(r"^markov-f64 .* PASS$", out.getvalue(), re.MULTILINE), out.getvalue()
 
     reference = models.markov_dict_probabilities
-    monkeypatch.setattr(models, "markov_dict_probabilities",
-                        lambda *args: reference(*args) * (1 + 1e-9))  # fmt: skip
+    monkeypatch.setattr(
+        models, "markov_dict_probabilities", lambda *args: reference(*args) * (1 + 1e-9)
+    )
     assert tasks.run_markov(tasks.MARKOV, "float64").failures("float64") == ["out"]
 
 
@@ -75,12 +76,28 @@ def test_registry_covers_every_task():
         config = task.resolve(task.Config().replace(**entry.config))
         built |= {type(m).__name__ for m in entry.torch_model(config).modules()}
     seed_classes = {
-        "Net", "HiHelloModel", "HiHelloModel2", "Input2Hidden", "Hidden2Output",
-        "CustomRNNCell", "BitFlipModel", "LinRNN", "SeqEncoder", "SeqDecoder",
-        "SeqEncoderDecoder", "SeqEncoderRNN", "SeqDecoderRNN", "SeqEncoderDecoderRNN",
-        "SeqEncoderRNNMasked", "SeqEncoderDecoderRNNMasked", "SumRNN", "SumLSTM", "Seq2Seq",
-        "PredictorLSTM", "SentimentRNN",
-    }  # fmt: skip
+        "Net",
+        "HiHelloModel",
+        "HiHelloModel2",
+        "Input2Hidden",
+        "Hidden2Output",
+        "CustomRNNCell",
+        "BitFlipModel",
+        "LinRNN",
+        "SeqEncoder",
+        "SeqDecoder",
+        "SeqEncoderDecoder",
+        "SeqEncoderRNN",
+        "SeqDecoderRNN",
+        "SeqEncoderDecoderRNN",
+        "SeqEncoderRNNMasked",
+        "SeqEncoderDecoderRNNMasked",
+        "SumRNN",
+        "SumLSTM",
+        "Seq2Seq",
+        "PredictorLSTM",
+        "SentimentRNN",
+    }
     assert seed_classes <= built, f"no row builds {sorted(seed_classes - built)}"
 
 
@@ -151,13 +168,17 @@ def test_sampling_check_can_fail():
     def other_noise(module, b, config):
         u = (np.array(tasks.charlm_uniforms()) + 0.5) % 1.0
         prompt = b["x"][0, : tasks.PROMPT_LENGTH]
-        return {"tokens": torch.stack([models.sample_chars(module, prompt, torch.from_numpy(u), t)
-                                       for t in tasks.sampling_temperatures(config)])}  # fmt: skip
+        return {
+            "tokens": torch.stack(
+                [
+                    models.sample_chars(module, prompt, torch.from_numpy(u), t)
+                    for t in tasks.sampling_temperatures(config)
+                ]
+            )
+        }
 
     shifted = dataclasses.replace(entry, decode=tasks.Decode(other_noise, tasks.charlm_sample_jax))
     with parity_mode("float32"):  # the jitted step of test_task_model[charlm-f32], if it ran
         report = tasks.run_task_model(shifted, "float32")
     assert report.failures("float32") == ["decode"], report.errors
     assert "tokens differ" in report.notes["decode"]
-
-

@@ -44,9 +44,11 @@ def linear_cell(x, h, w):
     """h' = W_ih x + b_ih + W_hh h + b_hh."""
     rows = w["weight_ih"].shape[0]
     return (
-        w["weight_ih"] @ x + _bias(w, "bias_ih", rows) + w["weight_hh"] @ h
+        w["weight_ih"] @ x
+        + _bias(w, "bias_ih", rows)
+        + w["weight_hh"] @ h
         + _bias(w, "bias_hh", rows)
-    )  # fmt: skip
+    )
 
 
 def elman_cell(x, h, w, nonlinearity="tanh"):
@@ -64,10 +66,10 @@ def lstm_cell(x, h, c, w):
     H4 = w["weight_ih"].shape[0]
     H = H4 // 4
     b_ih, b_hh = _bias(w, "bias_ih", H4), _bias(w, "bias_hh", H4)
-    W_ii, W_if, W_ig, W_io = (w["weight_ih"][k * H:(k + 1) * H] for k in range(4))
-    W_hi, W_hf, W_hg, W_ho = (w["weight_hh"][k * H:(k + 1) * H] for k in range(4))
-    b_ii, b_if, b_ig, b_io = (b_ih[k * H:(k + 1) * H] for k in range(4))
-    b_hi, b_hf, b_hg, b_ho = (b_hh[k * H:(k + 1) * H] for k in range(4))
+    W_ii, W_if, W_ig, W_io = (w["weight_ih"][k * H : (k + 1) * H] for k in range(4))
+    W_hi, W_hf, W_hg, W_ho = (w["weight_hh"][k * H : (k + 1) * H] for k in range(4))
+    b_ii, b_if, b_ig, b_io = (b_ih[k * H : (k + 1) * H] for k in range(4))
+    b_hi, b_hf, b_hg, b_ho = (b_hh[k * H : (k + 1) * H] for k in range(4))
     i = sigmoid(W_ii @ x + b_ii + W_hi @ h + b_hi)
     f = sigmoid(W_if @ x + b_if + W_hf @ h + b_hf)
     g = np.tanh(W_ig @ x + b_ig + W_hg @ h + b_hg)
@@ -84,10 +86,10 @@ def gru_cell(x, h, w):
     H3 = w["weight_ih"].shape[0]
     H = H3 // 3
     b_ih, b_hh = _bias(w, "bias_ih", H3), _bias(w, "bias_hh", H3)
-    W_ir, W_iz, W_in = (w["weight_ih"][k * H:(k + 1) * H] for k in range(3))
-    W_hr, W_hz, W_hn = (w["weight_hh"][k * H:(k + 1) * H] for k in range(3))
-    b_ir, b_iz, b_in = (b_ih[k * H:(k + 1) * H] for k in range(3))
-    b_hr, b_hz, b_hn = (b_hh[k * H:(k + 1) * H] for k in range(3))
+    W_ir, W_iz, W_in = (w["weight_ih"][k * H : (k + 1) * H] for k in range(3))
+    W_hr, W_hz, W_hn = (w["weight_hh"][k * H : (k + 1) * H] for k in range(3))
+    b_ir, b_iz, b_in = (b_ih[k * H : (k + 1) * H] for k in range(3))
+    b_hr, b_hz, b_hn = (b_hh[k * H : (k + 1) * H] for k in range(3))
     r = sigmoid(W_ir @ x + b_ir + W_hr @ h + b_hr)
     z = sigmoid(W_iz @ x + b_iz + W_hz @ h + b_hz)
     n = np.tanh(W_in @ x + b_in + r * (W_hn @ h + b_hn))
@@ -112,8 +114,11 @@ def batched_cell(kind, x, state, w):
     x = np.asarray(x, np.float64)
     rows = []
     for b in range(x.shape[0]):
-        s = tuple(np.asarray(a[b], np.float64) for a in state) if kind == "lstm" else (
-            np.asarray(state[b], np.float64))
+        s = (
+            tuple(np.asarray(a[b], np.float64) for a in state)
+            if kind == "lstm"
+            else (np.asarray(state[b], np.float64))
+        )
         rows.append(cell(kind, x[b], s, w))
     if kind == "lstm":
         return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])

@@ -1,5 +1,5 @@
-"""The parts of the benchmark (``benchmarks/bench.py``) that can be wrong without torch: FLOP counting and the layer
-swaps (the timing itself is measured, not asserted)."""
+"""The parts of the benchmark (``benchmarks/bench.py``) that can be wrong without torch: FLOP
+counting and the layer swaps (the timing itself is measured, not asserted)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def test_flax_swap_is_undone_and_autodiff_swap_is_undone():
 def test_flax_stand_in_has_the_layer_contract(cls):
     """Same call and output shapes as jaxrnn's layers, so a task model runs on it."""
     ref = (jaxrnn.LSTM if cls is bench.FlaxLSTMStack else jaxrnn.RNN)(
-        hidden_size=4, num_layers=2, batch_first=True)
+        hidden_size=4, num_layers=2, batch_first=True
+    )
     ours = cls(hidden_size=4, num_layers=2, batch_first=True)
     x = jnp.ones((3, 6, 2))
     lengths = jnp.array([6, 2, 4])

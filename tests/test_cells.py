@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checks import TOL32, TOL64, assert_close, init_random, randn, to_numpy, traced_param_order
+from reference import GATES, batched_cell
 
 import jaxrnn
 from jaxrnn import cells
-from checks import TOL32, TOL64, assert_close, init_random, randn, to_numpy, traced_param_order
-from reference import GATES, batched_cell
 
 B, I, H, P = 3, 5, 7, 3  # batch, input features, hidden, LSTM projection: distinct sizes
 
@@ -42,11 +42,15 @@ def _random_state(rng, kind, batch_shape, *, proj=0, dtype=jnp.float64):
 
 
 STEP_CASES = [
-    pytest.param(kind, bias, proj, id=f"{kind}-{'bias' if bias else 'nobias'}"
-                 + (f"-proj{proj}" if proj else ""))
+    pytest.param(
+        kind,
+        bias,
+        proj,
+        id=f"{kind}-{'bias' if bias else 'nobias'}" + (f"-proj{proj}" if proj else ""),
+    )
     for kind in STEPS
     for bias, proj in ((True, 0), (False, 0)) + (((True, P),) if kind == "lstm" else ())
-]  # fmt: skip
+]
 
 
 def _check_step(rng, kind, bias, proj, dtype, tol):
@@ -89,8 +93,8 @@ def test_gru_bias_hn_sits_inside_reset_gate(x64, rng):
     w = _random_weights(rng, "gru")
     x, h = randn(rng, B, I), randn(rng, B, H)
     folded = dict(w)
-    folded["bias_ih"] = w["bias_ih"].at[2 * H:].add(w["bias_hh"][2 * H:])
-    folded["bias_hh"] = w["bias_hh"].at[2 * H:].set(0.0)
+    folded["bias_ih"] = w["bias_ih"].at[2 * H :].add(w["bias_hh"][2 * H :])
+    folded["bias_hh"] = w["bias_hh"].at[2 * H :].set(0.0)
 
     def step(w):
         gx = cells.affine(x, w["weight_ih"], w["bias_ih"])
@@ -124,9 +128,11 @@ def _check_cell(rng, cls, kwargs, kind, dtype, tol, batch_shape=(B,)):
         return a.reshape(-1, a.shape[-1])
 
     ref = batched_cell(
-        kind, rows(x), tuple(map(rows, carry)) if kind == "lstm" else rows(carry),
+        kind,
+        rows(x),
+        tuple(map(rows, carry)) if kind == "lstm" else rows(carry),
         to_numpy(variables["params"]),
-    )  # fmt: skip
+    )
     if kind == "lstm":
         assert_close(rows(new_carry[0]), ref[0], tol, "h")
         assert_close(rows(new_carry[1]), ref[1], tol, "c")

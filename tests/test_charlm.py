@@ -13,9 +13,9 @@ import pytest
 from flax import serialization
 
 from jaxrnn import cli, markov
+from jaxrnn.checkpoints import CHECKPOINT
 from jaxrnn.interop import params_to_state_dict
 from jaxrnn.tasks import charlm
-from jaxrnn.checkpoints import CHECKPOINT
 
 WORDS = "the cat sat on a mat and a dog ran to his red hat while we sing".split()
 
@@ -30,9 +30,19 @@ def make_text(n: int, seed: int = 0) -> str:
     return "".join(lines)[:n]
 
 
-TINY = ["hidden_size=16", "num_layers=1", "embedding_dim=8", "seq_length=20", "max_chars=3000",
-        "batch_size=16", "epochs=2", "learning_rate=0.01", "sample_length=40",
-        "report_length=40", "markov_orders=1,2,3"]  # fmt: skip
+TINY = [
+    "hidden_size=16",
+    "num_layers=1",
+    "embedding_dim=8",
+    "seq_length=20",
+    "max_chars=3000",
+    "batch_size=16",
+    "epochs=2",
+    "learning_rate=0.01",
+    "sample_length=40",
+    "report_length=40",
+    "markov_orders=1,2,3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +63,30 @@ def run(tmp_path_factory):
 def test_markov_counts_by_hand():
     model = markov.fit("abracadabra", order=2)
     assert model.alphabet == "abcdr"
-    counts = {k: {h: dict(zip("abcdr", c.tolist())) for h, c in markov.count_dict(model, k).items()}
-              for k in range(3)}  # fmt: skip
-    nonzero = {k: {h: {w: n for w, n in c.items() if n} for h, c in d.items()}
-               for k, d in counts.items()}  # fmt: skip
+    counts = {
+        k: {h: dict(zip("abcdr", c.tolist())) for h, c in markov.count_dict(model, k).items()}
+        for k in range(3)
+    }
+    nonzero = {
+        k: {h: {w: n for w, n in c.items() if n} for h, c in d.items()} for k, d in counts.items()
+    }
     assert nonzero[0] == {"": {"a": 5, "b": 2, "c": 1, "d": 1, "r": 2}}
-    assert nonzero[1] == {"a": {"b": 2, "c": 1, "d": 1}, "b": {"r": 2}, "r": {"a": 2},
-                          "c": {"a": 1}, "d": {"a": 1}}  # fmt: skip
-    assert nonzero[2] == {"ab": {"r": 2}, "br": {"a": 2}, "ra": {"c": 1}, "ac": {"a": 1},
-                          "ca": {"d": 1}, "ad": {"a": 1}, "da": {"b": 1}}  # fmt: skip
+    assert nonzero[1] == {
+        "a": {"b": 2, "c": 1, "d": 1},
+        "b": {"r": 2},
+        "r": {"a": 2},
+        "c": {"a": 1},
+        "d": {"a": 1},
+    }
+    assert nonzero[2] == {
+        "ab": {"r": 2},
+        "br": {"a": 2},
+        "ra": {"c": 1},
+        "ac": {"a": 1},
+        "ca": {"d": 1},
+        "ad": {"a": 1},
+        "da": {"b": 1},
+    }
     # Witten–Bell by hand: P0(b) = (2 + 5 · 1/5) / (11 + 5); P1(b | a) = (2 + 3 · P0(b)) / (4 + 3)
     p0_b = (2 + 5 / 5) / (11 + 5)
     assert markov.probabilities(model, "", order=0)[1] == pytest.approx(p0_b)
@@ -142,12 +167,17 @@ def test_parameters_are_the_seed_state_dict():
     shapes = {k: v.shape for k, v in params_to_state_dict(params).items()}
     assert shapes == {
         "embeddings": (82, 5),
-        "rnn.weight_ih_l0": (48, 5), "rnn.weight_hh_l0": (48, 12),
-        "rnn.bias_ih_l0": (48,), "rnn.bias_hh_l0": (48,),
-        "rnn.weight_ih_l1": (48, 12), "rnn.weight_hh_l1": (48, 12),
-        "rnn.bias_ih_l1": (48,), "rnn.bias_hh_l1": (48,),
-        "hidden_to_output.weight": (82, 12), "hidden_to_output.bias": (82,),
-    }  # fmt: skip
+        "rnn.weight_ih_l0": (48, 5),
+        "rnn.weight_hh_l0": (48, 12),
+        "rnn.bias_ih_l0": (48,),
+        "rnn.bias_hh_l0": (48,),
+        "rnn.weight_ih_l1": (48, 12),
+        "rnn.weight_hh_l1": (48, 12),
+        "rnn.bias_ih_l1": (48,),
+        "rnn.bias_hh_l1": (48,),
+        "hidden_to_output.weight": (82, 12),
+        "hidden_to_output.bias": (82,),
+    }
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -185,8 +215,9 @@ def test_scan_sampler_matches_refeeding_the_prefix(rng):
     uniforms = rng.random(30).astype(np.float32)
     for prompt in ([3], [5, 1, 6, 2]):  # one character: the scan starts from zeros
         for temperature in (1.0, 0.5, 0.0):
-            fast = charlm.sample_ids(model, params, jnp.array(prompt, jnp.int32), uniforms,
-                                     jnp.float32(temperature))  # fmt: skip
+            fast = charlm.sample_ids(
+                model, params, jnp.array(prompt, jnp.int32), uniforms, jnp.float32(temperature)
+            )
             slow = _refeed_sampler(logits_of, params, np.array(prompt), uniforms, temperature)
             np.testing.assert_array_equal(np.asarray(fast), slow, f"{prompt} T={temperature}")
             assert np.all(np.asarray(fast) >= 1)
@@ -194,9 +225,11 @@ def test_scan_sampler_matches_refeeding_the_prefix(rng):
 
 def test_sampling_is_deterministic_per_key(run):
     model, params, config = charlm.load_model(run)
+
     def draw(seed, temperature=1.0):
-        return charlm.sample(model, params, config.alphabet, "", 40, temperature,
-                             key=jax.random.key(seed))  # fmt: skip
+        return charlm.sample(
+            model, params, config.alphabet, "", 40, temperature, key=jax.random.key(seed)
+        )
 
     assert draw(0) == draw(0) and len(draw(0)) == 40
     assert draw(0) != draw(1)
@@ -219,7 +252,8 @@ def test_tiny_run_through_cli(run):
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[-1]["train_loss"] < history[0]["train_loss"], history
     assert history[-1]["valid_bits_per_char"] == pytest.approx(
-        history[-1]["valid_loss"] / np.log(2))  # fmt: skip
+        history[-1]["valid_loss"] / np.log(2)
+    )
     alphabet = record["config"]["alphabet"]
     assert alphabet == "".join(sorted(set(make_text(5000)[:3000])))
     assert final["val_bits_per_char"] == pytest.approx(final["val_loss"] / np.log(2))

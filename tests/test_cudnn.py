@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checks import TOL32, assert_close
 from jax.experimental import rnn
 
 import jaxrnn
 from jaxrnn import cudnn
-from checks import TOL32, assert_close
 
 T, B, I, H = 6, 3, 5, 4
 
@@ -29,14 +29,35 @@ def _inputs(dtype, seed=0):
     return x, lengths
 
 
-def reference_lstm(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size,
-                   num_layers, dropout, bidirectional, precision=None):  # fmt: skip
+def reference_lstm(
+    x,
+    h_0,
+    c_0,
+    weights,
+    seq_lengths,
+    *,
+    input_size,
+    hidden_size,
+    num_layers,
+    dropout,
+    bidirectional,
+    precision=None,
+):
     """``rnn.lstm``'s signature on ``rnn.lstm_ref``: what cuDNN computes, in plain JAX."""
     del precision
-    unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers,
-                                       bidirectional)  # fmt: skip
-    return rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size,
-                        num_layers, dropout, bidirectional)  # fmt: skip
+    unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers, bidirectional)
+    return rnn.lstm_ref(
+        x,
+        h_0,
+        c_0,
+        *unpacked,
+        seq_lengths,
+        input_size,
+        hidden_size,
+        num_layers,
+        dropout,
+        bidirectional,
+    )
 
 
 @pytest.fixture
@@ -93,12 +114,15 @@ def test_cudnn_path_is_taken(fake_gpu, monkeypatch):
     assert [c["num_layers"] for c in calls] == [2, 2]  # init and apply, one call each
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(proj_size=2), "proj_size=2"),
-    (dict(bias=False), "bias=False"),
-    (dict(num_layers=2, dropout=0.5), "dropout=0.5 while training"),
-    (dict(dtype=jnp.bfloat16), "dtype bfloat16"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(proj_size=2), "proj_size=2"),
+        (dict(bias=False), "bias=False"),
+        (dict(num_layers=2, dropout=0.5), "dropout=0.5 while training"),
+        (dict(dtype=jnp.bfloat16), "dtype bfloat16"),
+    ],
+)
 def test_cudnn_refuses_what_it_cannot_run(fake_gpu, kwargs, message):
     x, _ = _inputs(jnp.float32)
     scan = jaxrnn.LSTM(hidden_size=H, **kwargs)
@@ -123,8 +147,9 @@ def test_cudnn_without_a_gpu_is_a_clear_error():
         layer.init(jax.random.key(0), x)
     auto = jaxrnn.LSTM(hidden_size=H, backend="auto")
     params = auto.init(jax.random.key(0), x)
-    np.testing.assert_array_equal(auto.apply(params, x)[0],
-                                  jaxrnn.LSTM(hidden_size=H).apply(params, x)[0])  # fmt: skip
+    np.testing.assert_array_equal(
+        auto.apply(params, x)[0], jaxrnn.LSTM(hidden_size=H).apply(params, x)[0]
+    )
 
 
 def test_unknown_backend():

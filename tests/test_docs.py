@@ -56,9 +56,10 @@ def named_paths(text: str) -> set[str]:
 def missing_paths(doc: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
     """Named paths that exist neither relative to the repository root nor to the document."""
     return sorted(
-        p for p in named_paths(doc.read_text())
+        p
+        for p in named_paths(doc.read_text())
         if not (root / p).exists() and not (doc.parent / p).exists()
-    )  # fmt: skip
+    )
 
 
 def planning_mentions(root: pathlib.Path = ROOT) -> list[str]:

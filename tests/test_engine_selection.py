@@ -76,8 +76,10 @@ class ToyRagged(ToyLast):
     def batches(self, split, config, rng):
         self.eval_calls += rng is None
         order = np.arange(4) if rng is None else rng.permutation(4)
-        return [{k: v[order[:3]] for k, v in split.items()},
-                {k: v[order[3:]] for k, v in split.items()}]  # fmt: skip
+        return [
+            {k: v[order[:3]] for k, v in split.items()},
+            {k: v[order[3:]] for k, v in split.items()},
+        ]
 
 
 TOY, LAST = Toy(), ToyLast()  # one instance each: the engine's jitted steps are cached per task
@@ -164,8 +166,11 @@ def test_batches_hook_drives_training_and_evaluation():
 
 
 def test_on_device_epoch_refuses_batches_of_several_shapes():
-    with pytest.raises(ValueError, match=r"on_device_epoch=True .* 2 different shapes .* "
-                                         r"set on_device_epoch=False"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"on_device_epoch=True .* 2 different shapes .* "
+        r"set on_device_epoch=False",
+    ):
         fit(ToyRagged(), ToyConfig(epochs=1, on_device_epoch=True), progress=False)
 
 

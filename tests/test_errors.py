@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checks import init_random, randn
 from jax.experimental.checkify import JaxRuntimeError
 
 import jaxrnn
-from checks import init_random, randn
 
 T, B, I, H, P = 9, 3, 5, 11, 7
 
@@ -105,9 +105,10 @@ def gru():
 
 
 @pytest.mark.parametrize(
-    "shape", [(4, B, H + 1), (2, B, H), (4, B + 1, H), (4, 1, H)],
+    "shape",
+    [(4, B, H + 1), (2, B, H), (4, B + 1, H), (4, 1, H)],
     ids=["hidden", "layers", "batch", "batch1"],
-)  # fmt: skip
+)
 def test_hx_of_wrong_shape(gru, shape):
     module, variables = gru
     expected = rf"hx must have shape \(4, {B}, {H}\).*{re.escape(f'got {shape}')}"
@@ -204,9 +205,8 @@ def test_bad_nonlinearity(cls):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("hidden_size", 0), ("num_layers", 0), ("dropout", 1.5), ("dropout", -0.1),
-     ("unroll", 0)],
-)  # fmt: skip
+    [("hidden_size", 0), ("num_layers", 0), ("dropout", 1.5), ("dropout", -0.1), ("unroll", 0)],
+)
 def test_bad_config_values(field, value):
     kwargs = {"hidden_size": H, field: value}
     with pytest.raises(ValueError, match=field):
@@ -215,10 +215,15 @@ def test_bad_config_values(field, value):
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: jaxrnn.LSTM(10, 20), lambda: jaxrnn.GRU(10), lambda: jaxrnn.RNN(10, 20, 2),
-     lambda: jaxrnn.LinearRNN(10), lambda: jaxrnn.LSTMCell(10)],
+    [
+        lambda: jaxrnn.LSTM(10, 20),
+        lambda: jaxrnn.GRU(10),
+        lambda: jaxrnn.RNN(10, 20, 2),
+        lambda: jaxrnn.LinearRNN(10),
+        lambda: jaxrnn.LSTMCell(10),
+    ],
     ids=["LSTM", "GRU", "RNN", "LinearRNN", "LSTMCell"],
-)  # fmt: skip
+)
 def test_fields_are_keyword_only(make):
     """torch's positional order starts with input_size: positional args would shift."""
     with pytest.raises(TypeError, match="keyword-only|positional"):
@@ -227,28 +232,39 @@ def test_fields_are_keyword_only(make):
 
 @pytest.mark.parametrize(
     "cls",
-    [pytest.param(jaxrnn.RNN), pytest.param(jaxrnn.LSTM),
-     jaxrnn.GRU, jaxrnn.LinearRNN, pytest.param(jaxrnn.RNNCell),
-     jaxrnn.LSTMCell, jaxrnn.GRUCell, jaxrnn.LinearCell, jaxrnn.Embed],
+    [
+        pytest.param(jaxrnn.RNN),
+        pytest.param(jaxrnn.LSTM),
+        jaxrnn.GRU,
+        jaxrnn.LinearRNN,
+        pytest.param(jaxrnn.RNNCell),
+        jaxrnn.LSTMCell,
+        jaxrnn.GRUCell,
+        jaxrnn.LinearCell,
+        jaxrnn.Embed,
+    ],
     ids=lambda c: c.__name__,
-)  # fmt: skip
+)
 def test_no_field_is_positional(cls):
     """Every field of every public module is keyword-only (Flax's own parent/name aside)."""
     params = inspect.signature(cls.__init__).parameters.items()
     positional = [
-        name for name, p in params
+        name
+        for name, p in params
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         and name not in ("self", "parent", "name")
-    ]  # fmt: skip
+    ]
     assert positional == []
 
 
 @pytest.mark.parametrize(
     "make",
-    [pytest.param(lambda: jaxrnn.LSTM(10, hidden_size=20), id="LSTM"),
-     pytest.param(lambda: jaxrnn.RNN(10, hidden_size=20), id="RNN"),
-     pytest.param(lambda: jaxrnn.GRU(10, hidden_size=20), id="GRU")],
-)  # fmt: skip
+    [
+        pytest.param(lambda: jaxrnn.LSTM(10, hidden_size=20), id="LSTM"),
+        pytest.param(lambda: jaxrnn.RNN(10, hidden_size=20), id="RNN"),
+        pytest.param(lambda: jaxrnn.GRU(10, hidden_size=20), id="GRU"),
+    ],
+)
 def test_torch_style_positional_input_size_is_refused(make):
     """torch users write nn.LSTM(10, hidden_size=20) meaning input_size=10: must not be
     accepted as something else."""

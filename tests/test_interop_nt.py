@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checks import random_params
 
 import jaxrnn
-from checks import random_params
 
 V, F, H, C, T, B = 13, 5, 7, 3, 4, 2  # vocabulary, embedding, hidden, classes, time, batch
 
@@ -123,8 +123,11 @@ def test_load_a_foreign_state_dict(params):
 def test_missing_keys_are_named(params):
     state = jaxrnn.params_to_state_dict(params)
     del state["encoder.rnn.bias_hh_l0_reverse"], state["head.bias"]
-    with pytest.raises(KeyError, match=r"missing keys: \['encoder.rnn.bias_hh_l0_reverse', "
-                                       r"'head.bias'\]"):  # fmt: skip
+    with pytest.raises(
+        KeyError,
+        match=r"missing keys: \['encoder.rnn.bias_hh_l0_reverse', "
+        r"'head.bias'\]",
+    ):
         jaxrnn.state_dict_to_params(state, like=params)
 
 
@@ -140,8 +143,11 @@ def test_missing_and_unexpected_in_one_error(params):
     """A renamed key (flax name vs torch name) shows up on both sides."""
     state = jaxrnn.params_to_state_dict(params)
     state["head.kernel"] = state.pop("head.weight")
-    with pytest.raises(KeyError, match=r"missing keys: \['head.weight'\].*"
-                                       r"unexpected keys: \['head.kernel'\]"):  # fmt: skip
+    with pytest.raises(
+        KeyError,
+        match=r"missing keys: \['head.weight'\].*"
+        r"unexpected keys: \['head.kernel'\]",
+    ):
         jaxrnn.state_dict_to_params(state, like=params)
 
 
@@ -153,8 +159,9 @@ def test_shape_mismatches_are_named_in_torch_layout(params):
         jaxrnn.state_dict_to_params(state, like=params)
     message = str(info.value)
     assert f"head.weight: state_dict has {(C, 2 * H + 1)}, the model needs {(C, 2 * H)}" in message
-    assert (f"encoder.rnn.weight_ih_l0: state_dict has {(4 * H, F + 2)}, the model needs "
-            f"{(4 * H, F)}") in message  # fmt: skip
+    assert (
+        f"encoder.rnn.weight_ih_l0: state_dict has {(4 * H, F + 2)}, the model needs {(4 * H, F)}"
+    ) in message
     assert "embed" not in message
 
 
@@ -198,8 +205,11 @@ def test_import_and_name_mapping_without_torch():
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok without torch"

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checks import assert_close, assert_tree_close, init_random, randn
 
 import jaxrnn
-from checks import assert_close, assert_tree_close, init_random, randn
 
 T, B, I, H, P = 7, 3, 5, 9, 4
 
@@ -26,17 +26,29 @@ class Case:
 
 
 CASES = [
-    Case("lstm-bi-proj-hx-lengths",
-         jaxrnn.LSTM(hidden_size=H, bidirectional=True, proj_size=P), hx=True, lengths=True),
+    Case(
+        "lstm-bi-proj-hx-lengths",
+        jaxrnn.LSTM(hidden_size=H, bidirectional=True, proj_size=P),
+        hx=True,
+        lengths=True,
+    ),
     Case("gru-batch_first-lengths", jaxrnn.GRU(hidden_size=H, batch_first=True), lengths=True),
-    Case("rnn_tanh-bi-unbatched-hx", jaxrnn.RNN(hidden_size=H, bidirectional=True),
-         hx=True, unbatched=True),
-    Case("rnn_relu-L2-bi-nobias",
-         jaxrnn.RNN(hidden_size=H, num_layers=2, bidirectional=True, nonlinearity="relu",
-                    bias=False)),
-    Case("gru-L2-dropout-rng", jaxrnn.GRU(hidden_size=H, num_layers=2, dropout=0.3),
-         dropout_rng=True),
-]  # fmt: skip
+    Case(
+        "rnn_tanh-bi-unbatched-hx",
+        jaxrnn.RNN(hidden_size=H, bidirectional=True),
+        hx=True,
+        unbatched=True,
+    ),
+    Case(
+        "rnn_relu-L2-bi-nobias",
+        jaxrnn.RNN(
+            hidden_size=H, num_layers=2, bidirectional=True, nonlinearity="relu", bias=False
+        ),
+    ),
+    Case(
+        "gru-L2-dropout-rng", jaxrnn.GRU(hidden_size=H, num_layers=2, dropout=0.3), dropout_rng=True
+    ),
+]
 
 
 def _inputs(case: Case, rng, dtype=None):
@@ -121,8 +133,14 @@ def test_gradient_matches_finite_differences(x64, rng):
     key = jax.random.key(0)
     grads = value_and_grad(variables, x, hx, lengths, key)[1][0]["params"]
     eps = 1e-6
-    names = ("weight_ih_l0", "weight_hh_l0_reverse", "bias_ih_l0", "bias_hh_l0_reverse",
-             "weight_hr_l0", "weight_hr_l0_reverse")  # fmt: skip
+    names = (
+        "weight_ih_l0",
+        "weight_hh_l0_reverse",
+        "bias_ih_l0",
+        "bias_hh_l0_reverse",
+        "weight_hr_l0",
+        "weight_hr_l0_reverse",
+    )
     for name in names:
         value = variables["params"][name]
         index = tuple(int(rng.integers(n)) for n in value.shape)

@@ -13,13 +13,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checks import (
+    TOL32,
+    TOL64,
+    assert_close,
+    assert_tree_close,
+    init_random,
+    randn,
+    to_numpy,
+    traced_param_order,
+)
+from reference import GATES, rnn_layer
 
 import jaxrnn
-from checks import (
-    TOL32, TOL64, assert_close, assert_tree_close, init_random, randn, to_numpy,
-    traced_param_order,
-)  # fmt: skip
-from reference import GATES, rnn_layer
 
 T, B, I, H, P = 9, 3, 5, 11, 7  # time, batch, input, hidden, projection: distinct odd sizes
 LENGTHS = np.array([4, T, 1])  # unsorted, with the extremes 1 and T
@@ -56,9 +62,14 @@ class Case:
         cls, extra = LAYERS[self.kind]
         extra = dict(extra, **({"proj_size": self.proj} if self.proj else {}))
         return cls(
-            hidden_size=H, num_layers=self.layers, bidirectional=self.bidirectional,
-            batch_first=self.batch_first, bias=self.bias, **extra, **kwargs,
-        )  # fmt: skip
+            hidden_size=H,
+            num_layers=self.layers,
+            bidirectional=self.bidirectional,
+            batch_first=self.batch_first,
+            bias=self.bias,
+            **extra,
+            **kwargs,
+        )
 
 
 CASES = [
@@ -105,11 +116,15 @@ def make_inputs(case: Case, rng, dtype=jnp.float64):
 
 def reference(case: Case, params, x, hx, lengths):
     return rnn_layer(
-        case.kind, to_numpy(params), np.asarray(x),
+        case.kind,
+        to_numpy(params),
+        np.asarray(x),
         None if hx is None else jax.tree.map(np.asarray, hx),
         None if lengths is None else np.asarray(lengths),
-        num_layers=case.layers, bidirectional=case.bidirectional, batch_first=case.batch_first,
-    )  # fmt: skip
+        num_layers=case.layers,
+        bidirectional=case.bidirectional,
+        batch_first=case.batch_first,
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -172,14 +187,15 @@ def test_scan_equals_python_loop_of_the_cell(x64, rng, kind):
     for direction, suffix in enumerate(("_l0", "_l0_reverse")):
         params = {
             name.removesuffix(suffix): value
-            for name, value in variables["params"].items() if name.endswith(suffix)
-        }  # fmt: skip
+            for name, value in variables["params"].items()
+            if name.endswith(suffix)
+        }
         assert len(params) == 4
         carry = jax.tree.map(lambda a: a[direction], hx)
         ys = [None] * T
-        for t in (range(T - 1, -1, -1) if direction else range(T)):
+        for t in range(T - 1, -1, -1) if direction else range(T):
             carry, ys[t] = step({"params": params}, carry, x[t])
-        half = out[..., direction * H:(direction + 1) * H]
+        half = out[..., direction * H : (direction + 1) * H]
         assert_close(half, jnp.stack(ys), TOL64, f"direction {direction} outputs")
         assert_tree_close(jax.tree.map(lambda a: a[direction], h_n), carry, TOL64, "h_n")
 
@@ -208,10 +224,17 @@ def test_lstm_param_names_spelled_out():
     """torch's key order written out by hand once (bidirectional, projected)."""
     module = jaxrnn.LSTM(hidden_size=H, bidirectional=True, proj_size=P)
     assert traced_param_order(module, jnp.zeros((T, B, I))) == [
-        "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_hr_l0",
-        "weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse",
-        "bias_hh_l0_reverse", "weight_hr_l0_reverse",
-    ]  # fmt: skip
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "bias_ih_l0",
+        "bias_hh_l0",
+        "weight_hr_l0",
+        "weight_ih_l0_reverse",
+        "weight_hh_l0_reverse",
+        "bias_ih_l0_reverse",
+        "bias_hh_l0_reverse",
+        "weight_hr_l0_reverse",
+    ]
     shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((T, B, I)))["params"]
     assert shapes["weight_ih_l0"].shape == (4 * H, I)
     assert shapes["weight_hh_l0_reverse"].shape == (4 * H, P)
@@ -233,9 +256,12 @@ def test_param_names_order_and_shapes_are_torch(case):
     module = case.module()
     x = jnp.zeros((T, B, I))
     expected = torch_state_dict_shapes(
-        case.kind, layers=case.layers, bidirectional=case.bidirectional, bias=case.bias,
+        case.kind,
+        layers=case.layers,
+        bidirectional=case.bidirectional,
+        bias=case.bias,
         proj=case.proj,
-    )  # fmt: skip
+    )
     assert traced_param_order(module, x) == list(expected)
     params = jax.eval_shape(module.init, jax.random.key(0), x)["params"]
     assert {k: v.shape for k, v in params.items()} == expected  # flat: no nested submodules
@@ -279,9 +305,12 @@ def test_zero_state_takes_x_dtype_with_x64(x64, rng, lengths):
     out, (h, c) = jax.jit(lambda v, x: module.apply(v, x, lengths=lengths))(variables, x)
     assert out.dtype == h.dtype == c.dtype == jnp.float32
     ref, (ref_h, ref_c) = rnn_layer(
-        "lstm", to_numpy(variables["params"]), np.asarray(x), lengths=lengths,
+        "lstm",
+        to_numpy(variables["params"]),
+        np.asarray(x),
+        lengths=lengths,
         bidirectional=True,
-    )  # fmt: skip
+    )
     assert_close(out, ref, TOL32)
     assert_close(c, ref_c, TOL32)
     for cls in (jaxrnn.GRU, jaxrnn.RNN):  # dtypes only: traced, not computed
@@ -314,7 +343,7 @@ def test_bfloat16_runs(rng):
     ref, ref_h = reference(case, variables["params"], x, None, lengths)
     assert_close(out.astype(jnp.float32), ref, 3e-2, "bfloat16 output")
     assert_tree_close(jax.tree.map(lambda a: a.astype(jnp.float32), h_n), ref_h, 3e-2, "h_n")
-    assert not np.asarray(out.astype(jnp.float32))[LENGTHS[0]:, 0].any()  # still masked
+    assert not np.asarray(out.astype(jnp.float32))[LENGTHS[0] :, 0].any()  # still masked
 
 
 # ----------------------------------------------------------------------------- dropout, unroll
@@ -368,8 +397,9 @@ def test_dropout_is_not_applied_after_the_last_layer(x64, rng):
     module = jaxrnn.LSTM(hidden_size=H, num_layers=2, dropout=1.0, param_dtype=jnp.float64)
     x = randn(rng, T, B, I)
     variables = init_random(module, x)
-    apply = jax.jit(lambda v: module.apply(v, x, deterministic=False,
-                                           rngs={"dropout": jax.random.key(0)}))  # fmt: skip
+    apply = jax.jit(
+        lambda v: module.apply(v, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+    )
     out, (h_n, _) = apply(variables)
     l1 = {k.replace("_l1", "_l0"): v for k, v in variables["params"].items() if "_l1" in k}
     ref, (ref_h, _) = rnn_layer("lstm", to_numpy(l1), np.zeros((T, B, H)))

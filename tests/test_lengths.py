@@ -6,17 +6,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import jaxrnn
 from checks import TOL64, assert_close, assert_tree_close, init_random, randn, to_numpy
 from reference import rnn_layer
+
+import jaxrnn
 
 T, B, I, H, P = 9, 3, 5, 11, 7
 
 
 def _lstm(**kwargs):
-    return jaxrnn.LSTM(hidden_size=H, num_layers=2, bidirectional=True, param_dtype=jnp.float64,
-                       **kwargs)  # fmt: skip
+    return jaxrnn.LSTM(
+        hidden_size=H, num_layers=2, bidirectional=True, param_dtype=jnp.float64, **kwargs
+    )
 
 
 def _hx(rng, LD=4, batch=B, proj=0):
@@ -45,8 +46,9 @@ def test_length_one(x64, rng):
     lengths = jnp.ones(B, jnp.int32)
     out, h_n = jax.jit(lambda v: module.apply(v, x, hx, lengths=lengths))(variables)
     assert not np.asarray(out[1:]).any()
-    ref, ref_h = rnn_layer("gru", to_numpy(variables["params"]), x[:1], hx, num_layers=2,
-                           bidirectional=True)  # fmt: skip
+    ref, ref_h = rnn_layer(
+        "gru", to_numpy(variables["params"]), x[:1], hx, num_layers=2, bidirectional=True
+    )
     assert_close(out[:1], ref, TOL64)
     assert_close(h_n, ref_h, TOL64)
     assert_close(h_n[2], out[0, :, :H], TOL64)  # last layer, forward: its only output
@@ -61,8 +63,16 @@ def test_mixed_lengths_zero_past_length_in_both_directions(x64, rng, batch_first
     lengths = np.array([6, 2, T])
     variables = init_random(module, x)
     out, h_n = jax.jit(lambda v: module.apply(v, x, hx, lengths=lengths))(variables)
-    ref, ref_h = rnn_layer("lstm", to_numpy(variables["params"]), x, hx, lengths,
-                           num_layers=2, bidirectional=True, batch_first=batch_first)  # fmt: skip
+    ref, ref_h = rnn_layer(
+        "lstm",
+        to_numpy(variables["params"]),
+        x,
+        hx,
+        lengths,
+        num_layers=2,
+        bidirectional=True,
+        batch_first=batch_first,
+    )
     assert_close(out, ref, TOL64)
     assert_tree_close(h_n, ref_h, TOL64)
     out = np.asarray(out.swapaxes(0, 1) if batch_first else out)  # [T, B, 2P]
@@ -84,11 +94,12 @@ def test_padded_sequence_equals_the_sequence_alone(x64, rng):
     apply = jax.jit(module.apply)
     out, h_n = jax.jit(lambda v: module.apply(v, x, hx, lengths=lengths))(variables)
     for b, n in enumerate(lengths):
-        alone_hx = jax.tree.map(lambda a: a[:, b:b + 1], hx)
-        alone_out, alone_h = apply(variables, x[:n, b:b + 1], alone_hx)
-        assert_close(out[:n, b:b + 1], alone_out, TOL64, f"outputs of sequence {b}")
-        assert_tree_close(jax.tree.map(lambda a: a[:, b:b + 1], h_n), alone_h, TOL64,
-                          f"h_n of sequence {b}")  # fmt: skip
+        alone_hx = jax.tree.map(lambda a: a[:, b : b + 1], hx)
+        alone_out, alone_h = apply(variables, x[:n, b : b + 1], alone_hx)
+        assert_close(out[:n, b : b + 1], alone_out, TOL64, f"outputs of sequence {b}")
+        assert_tree_close(
+            jax.tree.map(lambda a: a[:, b : b + 1], h_n), alone_h, TOL64, f"h_n of sequence {b}"
+        )
 
 
 def test_batch_order_is_preserved(x64, rng):
@@ -99,8 +110,7 @@ def test_batch_order_is_preserved(x64, rng):
     apply = jax.jit(lambda v, x, hx, lengths: module.apply(v, x, hx, lengths=lengths))
     out, h_n = apply(variables, x, hx, lengths)
     perm = np.array([2, 0, 1])
-    out_p, h_p = apply(variables, x[:, perm], jax.tree.map(lambda a: a[:, perm], hx),
-                       lengths[perm])  # fmt: skip
+    out_p, h_p = apply(variables, x[:, perm], jax.tree.map(lambda a: a[:, perm], hx), lengths[perm])
     assert_close(out_p, out[:, perm], TOL64)
     assert_tree_close(h_p, jax.tree.map(lambda a: a[:, perm], h_n), TOL64)
     assert np.abs(np.asarray(out[:, 0] - out[:, 1])).max() > 1e-3  # the rows are distinct
@@ -111,8 +121,9 @@ def test_lengths_as_python_list(x64, rng):
     x = randn(rng, T, B, I)
     variables = init_random(module, x)
     out, h_n = jax.jit(lambda v: module.apply(v, x, lengths=[2, T, 4]))(variables)
-    ref, ref_h = rnn_layer("gru", to_numpy(variables["params"]), x, lengths=[2, T, 4],
-                           bidirectional=True)  # fmt: skip
+    ref, ref_h = rnn_layer(
+        "gru", to_numpy(variables["params"]), x, lengths=[2, T, 4], bidirectional=True
+    )
     assert_close(out, ref, TOL64)
     assert_close(h_n, ref_h, TOL64)
 
@@ -134,9 +145,15 @@ def test_traced_out_of_range_gives_nan_for_that_sequence_only(x64, rng):
     bad = np.array([0, 2, 3])
     assert np.isnan(np.asarray(out[:, bad])).all()
     assert np.isnan(np.asarray(h[:, bad])).all() and np.isnan(np.asarray(c[:, bad])).all()
-    ref, ref_h = rnn_layer("lstm", to_numpy(variables["params"]), x[:, good],
-                           jax.tree.map(lambda a: np.asarray(a)[:, good], hx), np.array([4, T]),
-                           num_layers=2, bidirectional=True)  # fmt: skip
+    ref, ref_h = rnn_layer(
+        "lstm",
+        to_numpy(variables["params"]),
+        x[:, good],
+        jax.tree.map(lambda a: np.asarray(a)[:, good], hx),
+        np.array([4, T]),
+        num_layers=2,
+        bidirectional=True,
+    )
     assert_close(out[:, good], ref, TOL64)
     assert_tree_close((h[:, good], c[:, good]), ref_h, TOL64)
 

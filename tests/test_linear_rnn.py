@@ -8,12 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checks import (
+    TOL64_LINEAR,
+    assert_close,
+    randn,
+    random_params,
+    to_numpy,
+    traced_param_order,
+)
+from reference import linear_rnn
 
 import jaxrnn
-from checks import (
-    TOL64_LINEAR, assert_close, random_params, randn, to_numpy, traced_param_order,
-)  # fmt: skip
-from reference import linear_rnn
 
 B, I, H = 3, 5, 7
 
@@ -29,16 +34,20 @@ class Case:
 
     @property
     def id(self) -> str:
-        flags = [n for n in ("batch_first", "unbatched", "learn_initial_state", "hx")
-                 if getattr(self, n)]  # fmt: skip
+        flags = [
+            n for n in ("batch_first", "unbatched", "learn_initial_state", "hx") if getattr(self, n)
+        ]
         return "-".join([f"T{self.T}", *flags, *(["nobias"] * (not self.bias))])
 
     def module(self, associative: bool):
         return jaxrnn.LinearRNN(
-            hidden_size=H, batch_first=self.batch_first, bias=self.bias,
-            learn_initial_state=self.learn_initial_state, associative=associative,
+            hidden_size=H,
+            batch_first=self.batch_first,
+            bias=self.bias,
+            learn_initial_state=self.learn_initial_state,
+            associative=associative,
             param_dtype=jnp.float64,
-        )  # fmt: skip
+        )
 
 
 CASES = [
@@ -54,8 +63,9 @@ CASES = [
 
 
 def setup(case: Case, rng):
-    x_shape = (case.T, I) if case.unbatched else (
-        (B, case.T, I) if case.batch_first else (case.T, B, I))
+    x_shape = (
+        (case.T, I) if case.unbatched else ((B, case.T, I) if case.batch_first else (case.T, B, I))
+    )
     x = randn(rng, *x_shape)
     hx = randn(rng, *(() if case.unbatched else (B,)), H) if case.hx else None
     module = case.module(associative=False)
@@ -175,5 +185,6 @@ def test_hx_with_learned_initial_state_is_an_error(rng):
 def test_hx_of_wrong_shape(x_shape, hx_shape):
     module = jaxrnn.LinearRNN(hidden_size=H)
     with pytest.raises(ValueError, match="hx must have shape"):
-        jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(x_shape),
-                                           jnp.zeros(hx_shape)))  # fmt: skip
+        jax.eval_shape(
+            lambda: module.init(jax.random.key(0), jnp.zeros(x_shape), jnp.zeros(hx_shape))
+        )

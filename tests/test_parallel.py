@@ -45,7 +45,8 @@ SCRIPT = textwrap.dedent(
     data = task.data(config, np.random.default_rng(0))
     batch = {k: v[:32] for k, v in data["train"].items()}
     params = task.init(model, jax.random.key(0), batch)
-    grad = jax.jit(jax.grad(lambda p, b: task.loss(model, p, b, key=jax.random.key(0), train=True)[0]))
+    loss = lambda p, b: task.loss(model, p, b, key=jax.random.key(0), train=True)[0]  # noqa: E731
+    grad = jax.jit(jax.grad(loss))
     mesh = parallel.data_mesh(2)
     one = grad(params, batch)
     two = grad(parallel.replicate(params, mesh), parallel.shard(batch, mesh))
@@ -53,7 +54,8 @@ SCRIPT = textwrap.dedent(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(1.0, np.max(np.abs(b))))
         for a, b in zip(jax.tree.leaves(two), jax.tree.leaves(one))
     )
-    out["grad_devices"] = sorted({d.id for l in jax.tree.leaves(two) for d in l.sharding.device_set})
+    leaves = jax.tree.leaves(two)
+    out["grad_devices"] = sorted({d.id for leaf in leaves for d in leaf.sharding.device_set})
     out["learning_rate"] = config.learning_rate
     json.dump(out, sys.stdout)
     """
@@ -62,10 +64,12 @@ SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def runs() -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -81,9 +85,12 @@ def test_two_devices_train_like_one(runs, on_device):
     # change m/sqrt(v) by O(1) and move that parameter by up to a step (learning_rate) per
     # update. Measured: 1 of 65,536 weights of the embedding/LSTM differs by 1.6e-5 = 0.016 lr,
     # the rest agree to rounding.
-    diffs = np.concatenate([np.abs(np.subtract(a, b)) for a, b in zip(two["params"], one["params"])])
+    diffs = np.concatenate(
+        [np.abs(np.subtract(a, b)) for a, b in zip(two["params"], one["params"])]
+    )
     assert np.mean(diffs > 1e-6) <= 1e-3, np.sort(diffs)[-10:]
     assert diffs.max() <= runs["learning_rate"], diffs.max()
+
 
 def test_two_device_gradient_is_the_one_device_gradient(runs):
     """Adam hides a gradient's scale (a mean taken as a sum would train the same); the

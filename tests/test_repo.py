@@ -30,16 +30,25 @@ PACKAGE = ROOT / "jaxrnn"
 # Dependencies point one way: a module imports only modules of a lower rank. A new module
 # must be placed here (the test fails for a module it does not know).
 RANK = {
-    "files": 0, "data": 0, "markov": 0, "parallel": 0, "task": 0, "cudnn": 0, "embedding": 0,
-    "cells": 1, "checkpoints": 1,
+    "files": 0,
+    "data": 0,
+    "markov": 0,
+    "parallel": 0,
+    "task": 0,
+    "cudnn": 0,
+    "embedding": 0,
+    "cells": 1,
+    "checkpoints": 1,
     "scan": 2,
     "layers": 3,
-    "interop": 4, "engine": 4,
+    "interop": 4,
+    "engine": 4,
     "runs": 5,
     "tasks": 6,
     "cli": 7,
-    "__init__": 8, "__main__": 9,
-}  # fmt: skip
+    "__init__": 8,
+    "__main__": 9,
+}
 # Imported inside functions only where the dependency is optional or heavy and rarely needed.
 LAZY_OK = ("torch", "matplotlib", "tqdm", "jax.experimental")
 

@@ -19,22 +19,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from checks import init_random, make_tar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxrnn
-from checks import init_random, make_tar
 from jaxrnn import cli, data
 from jaxrnn.data import DataError
-from jaxrnn.tasks.addition import IN_ALPHABET, encode_strings
+from jaxrnn.runs import fit
 from jaxrnn.task import Task, TaskConfig
 from jaxrnn.tasks import get_task
+from jaxrnn.tasks.addition import IN_ALPHABET, encode_strings
 from jaxrnn.tasks.sentiment import encode_split
-from jaxrnn.runs import fit
 
 # Small and reproducible: no example database is written (no .hypothesis/ folder).
-PROPERTY = settings(max_examples=25, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+PROPERTY = settings(
+    max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 CLASSES = {"RNN": jaxrnn.RNN, "LSTM": jaxrnn.LSTM, "GRU": jaxrnn.GRU}
 
 
@@ -43,8 +44,12 @@ def layer_cases(draw):
     """A random layer configuration and input shapes (``B`` None: unbatched)."""
     kind = draw(st.sampled_from(sorted(CLASSES)))
     H = draw(st.integers(2, 6))
-    kw = dict(hidden_size=H, num_layers=draw(st.integers(1, 2)),
-              bidirectional=draw(st.booleans()), batch_first=draw(st.booleans()))  # fmt: skip
+    kw = dict(
+        hidden_size=H,
+        num_layers=draw(st.integers(1, 2)),
+        bidirectional=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
+    )
     if kind == "LSTM":
         kw["proj_size"] = draw(st.integers(0, H - 1))
     T, I = draw(st.integers(1, 6)), draw(st.integers(1, 5))
@@ -75,8 +80,9 @@ def _abstract_init(module, x):
 
 
 @PROPERTY
-@given(case=layer_cases(), with_hx=st.booleans(), with_lengths=st.booleans(),
-       seed=st.integers(0, 99))
+@given(
+    case=layer_cases(), with_hx=st.booleans(), with_lengths=st.booleans(), seed=st.integers(0, 99)
+)
 def test_random_valid_input_runs_with_torch_shapes(case, with_hx, with_lengths, seed):
     kind, kw, T, B, I = case
     module = CLASSES[kind](**kw)
@@ -135,12 +141,14 @@ def test_x_with_another_feature_size_than_the_weights(case, delta):
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("hidden_size", True, "hidden_size must be a positive int, got True"),
-     ("num_layers", 2.0, "num_layers must be a positive int, got 2.0"),
-     ("unroll", 1.5, "unroll must be an int >= 1 (or True), got 1.5"),
-     ("input_size", "4", "input_size must be None or an int >= 0, got '4'"),
-     ("proj_size", 1.5, "proj_size must be 0 or 0 < proj_size < hidden_size = 3, got 1.5")],
-)  # fmt: skip
+    [
+        ("hidden_size", True, "hidden_size must be a positive int, got True"),
+        ("num_layers", 2.0, "num_layers must be a positive int, got 2.0"),
+        ("unroll", 1.5, "unroll must be an int >= 1 (or True), got 1.5"),
+        ("input_size", "4", "input_size must be None or an int >= 0, got '4'"),
+        ("proj_size", 1.5, "proj_size must be 0 or 0 < proj_size < hidden_size = 3, got 1.5"),
+    ],
+)
 def test_layer_fields_of_the_wrong_type(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         _abstract_init(jaxrnn.LSTM(**{"hidden_size": 3, field: value}), jnp.zeros((2, 1, 4)))
@@ -171,8 +179,9 @@ def test_hx_of_any_wrong_shape_names_the_expected_one(case, which, axis, delta):
     states[which] = jnp.zeros(bad)
     hx = tuple(states) if kind == "LSTM" else states[0]
     name = ("hx[0] (h_0)", "hx[1] (c_0)")[which] if kind == "LSTM" else "hx"
-    expected = (re.escape(f"{name} must have shape {shapes[which]}") + ".*"
-                + re.escape(f"got {tuple(bad)}"))
+    expected = (
+        re.escape(f"{name} must have shape {shapes[which]}") + ".*" + re.escape(f"got {tuple(bad)}")
+    )
     with pytest.raises(ValueError, match=expected):
         jax.eval_shape(lambda v: module.apply(v, x, hx), variables)
 
@@ -205,15 +214,20 @@ def bad_lengths(draw, T, B):
         values = np.array(good)
         values[i] = value
         first = int(np.flatnonzero((values < 1) | (values > T))[0])
-        return values, (ValueError, rf"lengths must satisfy 1 <= length <= T = {T}; "
-                                    rf"got lengths\[{first}\] = {values[first]}")  # fmt: skip
+        return values, (
+            ValueError,
+            rf"lengths must satisfy 1 <= length <= T = {T}; "
+            rf"got lengths\[{first}\] = {values[first]}",
+        )
     if kind == "shape":
         shape = draw(st.sampled_from([(B + 1,), (B, 1), ()] + ([(B - 1,)] if B > 1 else [])))
         expected = re.escape(f"lengths must have shape [{B}] (one per sequence), got {shape}")
         return np.ones(shape, np.int32), (ValueError, expected)
     dtype = np.float32 if kind == "float" else bool
-    return np.array(good).astype(dtype), (TypeError, "lengths must be integers, got dtype "
-                                                     f"{np.dtype(dtype).name}")  # fmt: skip
+    return np.array(good).astype(dtype), (
+        TypeError,
+        f"lengths must be integers, got dtype {np.dtype(dtype).name}",
+    )
 
 
 @PROPERTY
@@ -273,8 +287,10 @@ def test_token_ids_out_of_range_eagerly_and_under_jit(ids):
         np.testing.assert_array_equal(EMBED.apply(TABLE, ids), traced)
         return
     i, j = np.argwhere(bad)[0]
-    message = (rf"ids must be in \[0, {V}\) \(num_embeddings={V}\); got ids\[{i}, {j}\] = "
-               rf"{ids[i, j]} \({bad.sum()} of 6 out of range\)")  # fmt: skip
+    message = (
+        rf"ids must be in \[0, {V}\) \(num_embeddings={V}\); got ids\[{i}, {j}\] = "
+        rf"{ids[i, j]} \({bad.sum()} of 6 out of range\)"
+    )
     with pytest.raises(jaxrnn.TokenIdError, match=message):
         EMBED.apply(TABLE, ids)
 
@@ -290,8 +306,11 @@ def test_a_tasks_data_is_checked_for_token_ids_before_training(monkeypatch):
         return splits
 
     monkeypatch.setattr(type(task), "data", poisoned)
-    with pytest.raises(jaxrnn.TokenIdError, match=r"test x must be in \[0, 10\).*"
-                                                  r"got test x\[3, 1\] = 10"):  # fmt: skip
+    with pytest.raises(
+        jaxrnn.TokenIdError,
+        match=r"test x must be in \[0, 10\).*"
+        r"got test x\[3, 1\] = 10",
+    ):
         fit(task, task.Config(n=16, epochs=1), progress=False)
 
 
@@ -302,19 +321,28 @@ def test_addition_problem_longer_than_the_input_width():
     width = 2 * 4 + 2  # max_digits=4: "dddd+dddd" and a stop symbol
     ids, lengths = encode_strings(["123+4567"], IN_ALPHABET, width)
     assert ids.shape == (1, width) and lengths.tolist() == [8]
-    with pytest.raises(ValueError, match=r"strings\[1\] = '12345\+67890' has 11 characters; "
-                                         r"at most width = 10 fit"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"strings\[1\] = '12345\+67890' has 11 characters; "
+        r"at most width = 10 fit",
+    ):
         encode_strings(["1+2", "12345+67890"], IN_ALPHABET, width)
-    with pytest.raises(ValueError, match=r"strings\[0\] = '1-2' has characters outside the "
-                                         r"alphabet '\+0123456789': \['-'\]"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"strings\[0\] = '1-2' has characters outside the "
+        r"alphabet '\+0123456789': \['-'\]",
+    ):
         encode_strings(["1-2"], IN_ALPHABET, width)
 
 
 def test_review_longer_than_the_longest_bucket():
     split = encode_split([[1, 2], [3, 4, 5]], [1, 0], np.array([2, 3]))
     assert split["x"].shape == (2, 3) and split["width"].tolist() == [2, 3]
-    with pytest.raises(ValueError, match=r"review 1 has 5 tokens; the longest bucket holds 3 "
-                                         r"\(bounds \[2, 3\]\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"review 1 has 5 tokens; the longest bucket holds 3 "
+        r"\(bounds \[2, 3\]\)",
+    ):
         encode_split([[1], [1, 2, 3, 4, 5]], [1, 0], np.array([2, 3]))
 
 
@@ -323,15 +351,17 @@ def test_review_longer_than_the_longest_bucket():
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("epochs", 0, "epochs must be an int >= 1, got 0"),
-     ("epochs", True, "epochs must be an int >= 1, got True"),
-     ("batch_size", 0, "batch_size must be an int >= 1, got 0"),
-     ("batch_size", 2.5, "batch_size must be an int >= 1, got 2.5"),
-     ("learning_rate", -0.1, "learning_rate must be a finite number >= 0, got -0.1"),
-     ("learning_rate", float("nan"), "learning_rate must be a finite number >= 0, got nan"),
-     ("grad_clip", -1.0, "grad_clip must be a finite number >= 0, got -1.0"),
-     ("weight_decay", float("inf"), "weight_decay must be a finite number >= 0, got inf")],
-)  # fmt: skip
+    [
+        ("epochs", 0, "epochs must be an int >= 1, got 0"),
+        ("epochs", True, "epochs must be an int >= 1, got True"),
+        ("batch_size", 0, "batch_size must be an int >= 1, got 0"),
+        ("batch_size", 2.5, "batch_size must be an int >= 1, got 2.5"),
+        ("learning_rate", -0.1, "learning_rate must be a finite number >= 0, got -0.1"),
+        ("learning_rate", float("nan"), "learning_rate must be a finite number >= 0, got nan"),
+        ("grad_clip", -1.0, "grad_clip must be a finite number >= 0, got -1.0"),
+        ("weight_decay", float("inf"), "weight_decay must be a finite number >= 0, got inf"),
+    ],
+)
 def test_engine_config_values_are_checked_before_anything_runs(field, value, message):
     task = get_task("hihello")
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -358,10 +388,15 @@ def test_unknown_task_and_another_tasks_config():
 
 @pytest.mark.parametrize(
     "name, changes, message",
-    [("index-recall", dict(n=0), "index-recall: the 'train' split is empty (0 examples)"),
-     ("addition", dict(n_examples=40, test_fraction=0.0),
-      "addition: the 'test' split is empty (0 examples)")],
-)  # fmt: skip
+    [
+        ("index-recall", dict(n=0), "index-recall: the 'train' split is empty (0 examples)"),
+        (
+            "addition",
+            dict(n_examples=40, test_fraction=0.0),
+            "addition: the 'test' split is empty (0 examples)",
+        ),
+    ],
+)
 def test_empty_splits_are_refused_before_training(name, changes, message):
     task = get_task(name)
     with pytest.raises(ValueError, match=re.escape(message) + ".*needs at least one"):
@@ -381,8 +416,11 @@ class Ragged(Task):
 
 
 def test_split_arrays_of_different_lengths_are_refused():
-    with pytest.raises(ValueError, match=r"ragged: the arrays of the 'train' split differ in "
-                                         r"length \(\{'x': 4, 'y': 3\}\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"ragged: the arrays of the 'train' split differ in "
+        r"length \(\{'x': 4, 'y': 3\}\)",
+    ):
         fit(Ragged(), progress=False)
 
 
@@ -391,24 +429,28 @@ def test_split_arrays_of_different_lengths_are_refused():
 # the remaining malformed files.
 
 
-
-
 def test_truncated_aclimdb_tarball(tmp_path):
     rng = np.random.default_rng(0)
     files = {f"aclImdb/train/pos/{i}_9.txt": rng.bytes(2000).hex().encode() for i in range(8)}
     whole = make_tar(tmp_path / "whole.tar.gz", files).read_bytes()
     cut = tmp_path / "aclImdb_v1.tar.gz"
     cut.write_bytes(whole[: len(whole) // 2])  # an interrupted download
-    with pytest.raises(DataError, match=r"aclImdb_v1.tar.gz: truncated or corrupt .tar.gz "
-                                        r"\(EOFError: .*\); download it again"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"aclImdb_v1.tar.gz: truncated or corrupt .tar.gz "
+        r"\(EOFError: .*\); download it again",
+    ):
         data.load_reviews(cut)
 
 
 def test_non_utf8_review_names_its_file_and_line(tmp_path):
     latin = "Good.\nTrès bon.".encode("latin-1")
     tarball = make_tar(tmp_path / "acl.tar.gz", {"aclImdb/test/neg/7_2.txt": latin})
-    with pytest.raises(DataError, match=r"acl.tar.gz:aclImdb/test/neg/7_2.txt: not UTF-8 text "
-                                        r"\(line 2, byte 8: b'\\xe8'\)"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"acl.tar.gz:aclImdb/test/neg/7_2.txt: not UTF-8 text "
+        r"\(line 2, byte 8: b'\\xe8'\)",
+    ):
         data.load_reviews(tarball)
     folder = tmp_path / "aclImdb" / "train" / "pos"
     folder.mkdir(parents=True)
@@ -430,15 +472,21 @@ def test_csv_field_over_the_csv_module_limit(tmp_path):
 
 def test_malformed_records_inside_the_pinned_corpora_name_the_line(tmp_path):
     """The readers of the fetched archives (after their sha256 check) name file and line."""
-    lines = [json.dumps({"book": "Genesis", "chapter": 1, "text": "In the beginning."}),
-             json.dumps({"book": "Genesis", "text": "no chapter"})]  # fmt: skip
+    lines = [
+        json.dumps({"book": "Genesis", "chapter": 1, "text": "In the beginning."}),
+        json.dumps({"book": "Genesis", "text": "no chapter"}),
+    ]
     kjv = make_tar(tmp_path / "kjv.tar.gz", {"b/bible/data/kjv.jsonl": "\n".join(lines).encode()})
     with pytest.raises(DataError, match=r"kjv.tar.gz: kjv.jsonl line 2: not a verse record"):
         data.CORPORA["kjv"].read(kjv)
-    inner = make_tar(tmp_path / "inner.tar.gz", {
-        "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": b"1\t2.5\tGood.\n2\tgreat\tBad."})
-    outer = make_tar(tmp_path / "vader.tar.gz", {
-        "v/additional_resources/hutto_ICWSM_2014.tar.gz": inner.read_bytes()})  # fmt: skip
+    inner = make_tar(
+        tmp_path / "inner.tar.gz",
+        {"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": b"1\t2.5\tGood.\n2\tgreat\tBad."},
+    )
+    outer = make_tar(
+        tmp_path / "vader.tar.gz",
+        {"v/additional_resources/hutto_ICWSM_2014.tar.gz": inner.read_bytes()},
+    )
     expected = r"GroundTruth.txt line 2: expected 'id<TAB>rating<TAB>text', got '2\\tgreat\\tBad.'"
     with pytest.raises(DataError, match=expected):
         data.CORPORA["rotten-tomatoes"].read(outer)

@@ -32,10 +32,10 @@ from flax import serialization
 
 from jaxrnn import cli
 from jaxrnn.checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
-from jaxrnn.tasks import get_task, TASKS
-from jaxrnn.task import iterate_batches, Task, TaskConfig
-from jaxrnn.runs import config_from_meta, fit, NonFiniteError
-from jaxrnn.engine import make_optimizer, make_steps, no_fault, TrainState
+from jaxrnn.engine import TrainState, make_optimizer, make_steps, no_fault
+from jaxrnn.runs import NonFiniteError, config_from_meta, fit
+from jaxrnn.task import Task, TaskConfig, iterate_batches
+from jaxrnn.tasks import TASKS, get_task
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -114,9 +114,11 @@ def test_a_non_finite_step_stops_training_and_is_named(poison, what, on_device_e
     with pytest.raises(NonFiniteError) as caught:
         fit(TOY, config, out_dir=tmp_path, progress=False)
     assert (caught.value.step, caught.value.epoch) == (3, 1)
-    expected = (rf"fault-toy: non-finite {what} at step 3 \(epoch 1, batch 3 of 4, "
-                r"learning_rate=0.1\); training stopped and no update was applied from that "
-                r"step on. No checkpoint was written to .*: no epoch finished.")  # fmt: skip
+    expected = (
+        rf"fault-toy: non-finite {what} at step 3 \(epoch 1, batch 3 of 4, "
+        r"learning_rate=0.1\); training stopped and no update was applied from that "
+        r"step on. No checkpoint was written to .*: no epoch finished."
+    )
     assert re.search(expected, str(caught.value)), str(caught.value)
     assert isinstance(caught.value, FloatingPointError)
     assert not (tmp_path / CHECKPOINT).exists()
@@ -129,8 +131,12 @@ def test_the_step_applies_no_update_from_the_first_bad_step_on():
     model = TOY.model(config)
     good = {"x": np.ones((1, 1), np.float32), "z": np.ones((1, 1), np.float32)}
     bad = {"x": np.full((1, 1), np.nan, np.float32), "z": good["z"]}
-    state = TrainState.create(apply_fn=model.apply, params={"w": jnp.zeros(())},
-                              tx=make_optimizer(config), key=jax.random.PRNGKey(0))  # fmt: skip
+    state = TrainState.create(
+        apply_fn=model.apply,
+        params={"w": jnp.zeros(())},
+        tx=make_optimizer(config),
+        key=jax.random.PRNGKey(0),
+    )
     train_step = make_steps(TOY, model).train
     fault = no_fault()
     state, _, fault = train_step(state, good, fault)
@@ -163,8 +169,9 @@ def test_a_fault_keeps_the_last_good_checkpoint_and_resumes_with_a_lower_rate(tm
     assert caught.value.saved_epoch == 1 and caught.value.learning_rate == 1
     assert (tmp_path / CHECKPOINT).read_bytes() == epoch1  # not overwritten
 
-    lower = fit(TOY, config.replace(learning_rate=0.01), out_dir=tmp_path, progress=False,
-                resume=True)  # fmt: skip
+    lower = fit(
+        TOY, config.replace(learning_rate=0.01), out_dir=tmp_path, progress=False, resume=True
+    )
     assert [row["epoch"] for row in lower.history] == [1, 2, 3]
     assert lower.history[0] == meta["history"][0]  # epoch 1 is the checkpoint's
     w = float(lower.state.params["w"])
@@ -178,8 +185,9 @@ def test_cli_fault_then_resume_with_only_the_learning_rate_set(tmp_path, capsys,
     sets = [a for k, v in BLOWS_UP.items() for a in ("--set", f"{k}={v}")]
     assert cli.main(["train", TOY.name, "--out", str(tmp_path), *sets]) == 2
     err = capsys.readouterr().err
-    assert ("\njaxrnn train: error: fault-toy: non-finite loss (nan) at step 4 (epoch 2, "
-            "batch 2 of 2") in err, err  # after the progress bar  # fmt: skip
+    assert (
+        "\njaxrnn train: error: fault-toy: non-finite loss (nan) at step 4 (epoch 2, batch 2 of 2"
+    ) in err, err  # after the progress bar
     assert f"jaxrnn train fault-toy --out {tmp_path} --resume --set learning_rate=0.1" in err
     # --resume takes the checkpoint's config (n, cap): --set names only what changes.
     args = ["train", TOY.name, "--out", str(tmp_path), "--resume", "--set", "learning_rate=0.01"]
@@ -195,15 +203,23 @@ def test_cli_fault_then_resume_with_only_the_learning_rate_set(tmp_path, capsys,
 
 def test_non_finite_params_are_never_written(tmp_path):
     config = TOY.resolve(FaultConfig())
-    state = TrainState.create(apply_fn=None, params={"w": jnp.float32(1)},
-                              tx=make_optimizer(config), key=jax.random.PRNGKey(0))  # fmt: skip
+    state = TrainState.create(
+        apply_fn=None,
+        params={"w": jnp.float32(1)},
+        tx=make_optimizer(config),
+        key=jax.random.PRNGKey(0),
+    )
     meta = {"task": TOY.name, "config": {}, "seed": 0, "epoch": 1, "history": []}
     save_checkpoint(tmp_path / CHECKPOINT, state, meta)
     before = (tmp_path / CHECKPOINT).read_bytes()
-    with pytest.raises(FloatingPointError, match=rf"refusing to write {re.escape(str(tmp_path))}"
-                                                 r".*: params.w has non-finite values"):  # fmt: skip
-        save_checkpoint(tmp_path / CHECKPOINT, state.replace(params={"w": jnp.float32(np.nan)}),
-                        meta)  # fmt: skip
+    with pytest.raises(
+        FloatingPointError,
+        match=rf"refusing to write {re.escape(str(tmp_path))}"
+        r".*: params.w has non-finite values",
+    ):
+        save_checkpoint(
+            tmp_path / CHECKPOINT, state.replace(params={"w": jnp.float32(np.nan)}), meta
+        )
     assert (tmp_path / CHECKPOINT).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT]
 
@@ -237,8 +253,11 @@ def test_a_huge_learning_rate_on_a_real_model(index_recall_run, tmp_path):
     before = (run / CHECKPOINT).read_bytes()
     task = get_task("index-recall")
     huge = task.Config(**IR).replace(learning_rate=1e38)
-    with pytest.raises(NonFiniteError, match=r"non-finite (loss|gradients) .* at step [34] "
-                                             r"\(epoch 2, batch [12] of 2") as caught:  # fmt: skip
+    with pytest.raises(
+        NonFiniteError,
+        match=r"non-finite (loss|gradients) .* at step [34] "
+        r"\(epoch 2, batch [12] of 2",
+    ) as caught:
         fit(task, huge, out_dir=run, progress=False, resume=True)
     assert caught.value.epoch == 2 and (run / CHECKPOINT).read_bytes() == before
 
@@ -291,8 +310,13 @@ print("NOT KILLED", flush=True)
 
 def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(tmp_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SAVE, str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     watchdog = threading.Timer(300, proc.kill)
     watchdog.start()
     try:
@@ -347,22 +371,35 @@ def _flip_middle_byte(raw: bytes) -> bytes:
     return raw[:i] + bytes([raw[i] ^ 0x01]) + raw[i + 1 :]
 
 
-LEGACY_NO_PARAMS = serialization.msgpack_serialize({"state": {}, "meta": json.dumps(
-    {"task": "hihello", "config": {}, "seed": 0, "epoch": 1, "history": []})})  # fmt: skip
+LEGACY_NO_PARAMS = serialization.msgpack_serialize(
+    {
+        "state": {},
+        "meta": json.dumps({"task": "hihello", "config": {}, "seed": 0, "epoch": 1, "history": []}),
+    }
+)
 UNREADABLE = "is not a readable jaxrnn checkpoint"
 CORRUPT = {
     "truncated": (lambda raw: raw[: len(raw) // 2], UNREADABLE),
     "garbage": (lambda raw: np.random.default_rng(0).bytes(len(raw)), UNREADABLE),
     "empty": (lambda raw: b"", UNREADABLE),
-    "flipped_byte": (_flip_middle_byte, "is corrupt: its contents have sha256 [0-9a-f]{64}, "
-                                        "the file records [0-9a-f]{64}; use another copy"),
-    "other_msgpack": (lambda raw: serialization.msgpack_serialize({"weights": np.ones(3)}),
-                      UNREADABLE + r" \(KeyError: 'meta'\)"),
-    "no_params": (lambda raw: LEGACY_NO_PARAMS,
-                  "is not a jaxrnn checkpoint: it lacks state.params"),
-    "meta_without_keys": (lambda raw: _with_meta(raw, lambda meta: {"task": meta["task"]}),
-                          "is not a jaxrnn checkpoint: it lacks config, seed, epoch, history"),
-}  # fmt: skip
+    "flipped_byte": (
+        _flip_middle_byte,
+        "is corrupt: its contents have sha256 [0-9a-f]{64}, "
+        "the file records [0-9a-f]{64}; use another copy",
+    ),
+    "other_msgpack": (
+        lambda raw: serialization.msgpack_serialize({"weights": np.ones(3)}),
+        UNREADABLE + r" \(KeyError: 'meta'\)",
+    ),
+    "no_params": (
+        lambda raw: LEGACY_NO_PARAMS,
+        "is not a jaxrnn checkpoint: it lacks state.params",
+    ),
+    "meta_without_keys": (
+        lambda raw: _with_meta(raw, lambda meta: {"task": meta["task"]}),
+        "is not a jaxrnn checkpoint: it lacks config, seed, epoch, history",
+    ),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(CORRUPT))
@@ -385,15 +422,18 @@ def test_a_checkpoint_from_before_the_digest_still_loads(hihello_run, tmp_path, 
     legacy = {**serialization.msgpack_restore(outer["body"]), "meta": outer["meta"]}
     (tmp_path / CHECKPOINT).write_bytes(serialization.msgpack_serialize(legacy))
     assert cli.main(["eval", "hihello", "--checkpoint", str(tmp_path)]) == 0
-    assert json.loads(capsys.readouterr().out)["final"] == json.loads(
-        (hihello_run / "metrics.json").read_text())["final"]  # fmt: skip
+    assert (
+        json.loads(capsys.readouterr().out)["final"]
+        == json.loads((hihello_run / "metrics.json").read_text())["final"]
+    )
 
 
 def test_a_checkpoint_of_another_task_or_seed_is_refused(hihello_run, capsys):
     args = ["train", "index-recall", "--out", str(hihello_run), "--resume"]
     assert cli.main(args) == 2
-    assert (f"--resume: {hihello_run / CHECKPOINT} holds a 'hihello' checkpoint, not "
-            "'index-recall'") in capsys.readouterr().err  # fmt: skip
+    assert (
+        f"--resume: {hihello_run / CHECKPOINT} holds a 'hihello' checkpoint, not 'index-recall'"
+    ) in capsys.readouterr().err
     assert cli.main(["eval", "index-recall", "--checkpoint", str(hihello_run)]) == 2
     assert "holds a 'hihello' checkpoint, not 'index-recall'" in capsys.readouterr().err
     task = get_task("hihello")
@@ -403,13 +443,19 @@ def test_a_checkpoint_of_another_task_or_seed_is_refused(hihello_run, capsys):
 
 def test_a_checkpoint_whose_shapes_differ_lists_the_differences(index_recall_run, tmp_path, capsys):
     path = tmp_path / CHECKPOINT
-    path.write_bytes(_with_meta((index_recall_run / CHECKPOINT).read_bytes(),
-                                lambda m: {**m, "config": {**m["config"], "hidden_size": 6}}))  # fmt: skip
+    path.write_bytes(
+        _with_meta(
+            (index_recall_run / CHECKPOINT).read_bytes(),
+            lambda m: {**m, "config": {**m["config"], "hidden_size": 6}},
+        )
+    )
     assert cli.main(["eval", "index-recall", "--checkpoint", str(path)]) == 2
     err = capsys.readouterr().err
-    assert (f"checkpoint {path} (task 'index-recall') does not fit this model: shapes differ: "
-            "rnn.weight_ih_l0: checkpoint (16, 4), model (24, 4); rnn.weight_hh_l0: checkpoint "
-            "(16, 4), model (24, 6); ") in err, err  # fmt: skip
+    assert (
+        f"checkpoint {path} (task 'index-recall') does not fit this model: shapes differ: "
+        "rnn.weight_ih_l0: checkpoint (16, 4), model (24, 4); rnn.weight_hh_l0: checkpoint "
+        "(16, 4), model (24, 6); "
+    ) in err, err
     assert err.rstrip().endswith("(and 1 more)")  # fc.kernel (4, 10) vs (6, 10)
     # the whole training state (params and Adam's moments) is compared the same way
     task = get_task("index-recall")
@@ -418,24 +464,36 @@ def test_a_checkpoint_whose_shapes_differ_lists_the_differences(index_recall_run
 
     def create():
         params = task.init(model, jax.random.PRNGKey(0), {"x": jnp.zeros((2, 10), jnp.int32)})
-        return TrainState.create(apply_fn=model.apply, params=params, tx=make_optimizer(config),
-                                 key=jax.random.PRNGKey(1))  # fmt: skip
+        return TrainState.create(
+            apply_fn=model.apply,
+            params=params,
+            tx=make_optimizer(config),
+            key=jax.random.PRNGKey(1),
+        )
 
-    expected = (rf"checkpoint {re.escape(str(index_recall_run / CHECKPOINT))} \(task "
-                r"'index-recall'\) does not fit this model: shapes differ: params.fc.kernel: "
-                r"checkpoint \(4, 10\), model \(6, 10\);.*params.rnn.weight_hh_l0: checkpoint "
-                r"\(16, 4\), model \(24, 6\) \(and 11 more\)")  # Adam's moments too  # fmt: skip
+    expected = (
+        rf"checkpoint {re.escape(str(index_recall_run / CHECKPOINT))} \(task "
+        r"'index-recall'\) does not fit this model: shapes differ: params.fc.kernel: "
+        r"checkpoint \(4, 10\), model \(6, 10\);.*params.rnn.weight_hh_l0: checkpoint "
+        r"\(16, 4\), model \(24, 6\) \(and 11 more\)"
+    )  # Adam's moments too
     with pytest.raises(ValueError, match=expected):
         load_checkpoint(index_recall_run, jax.eval_shape(create))  # shapes are all it needs
 
 
 def test_a_checkpoint_with_config_keys_the_task_does_not_know(index_recall_run, tmp_path, capsys):
     path = tmp_path / CHECKPOINT
-    path.write_bytes(_with_meta((index_recall_run / CHECKPOINT).read_bytes(),
-                                lambda m: {**m, "config": {**m["config"], "attention": True}}))  # fmt: skip
+    path.write_bytes(
+        _with_meta(
+            (index_recall_run / CHECKPOINT).read_bytes(),
+            lambda m: {**m, "config": {**m["config"], "attention": True}},
+        )
+    )
     assert cli.main(["eval", "index-recall", "--checkpoint", str(path)]) == 2
-    assert (f"{path}: its config has keys that IndexRecallConfig does not know: attention"
-            in capsys.readouterr().err)  # fmt: skip
+    assert (
+        f"{path}: its config has keys that IndexRecallConfig does not know: attention"
+        in capsys.readouterr().err
+    )
 
 
 # ----------------------------------------------------------------------------- trust

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from jaxrnn import cli
+from jaxrnn.checkpoints import BEST
+from jaxrnn.runs import fit
 from jaxrnn.tasks import get_task
 from jaxrnn.tasks.sentiment import (
     SentimentConfig,
@@ -20,14 +22,20 @@ from jaxrnn.tasks.sentiment import (
     encode,
     tokenize,
 )
-from jaxrnn.checkpoints import BEST
-from jaxrnn.runs import fit
 
 GOOD, BAD = ["great", "fun", "moving", "superb"], ["dull", "awful", "boring", "mess"]
 FILLER = ["the", "film", "a", "plot", "is", "and", "cast", "with"]
 N_REVIEWS = 100  # 60 train, 20 valid, 20 test: whole batches of 10 everywhere
-TINY = dict(embedding_dim=4, hidden_size=4, buckets=2, batch_size=10, learning_rate=0.05,
-            epochs=4, valid_fraction=0.2, test_fraction=0.2)  # fmt: skip
+TINY = dict(
+    embedding_dim=4,
+    hidden_size=4,
+    buckets=2,
+    batch_size=10,
+    learning_rate=0.05,
+    epochs=4,
+    valid_fraction=0.2,
+    test_fraction=0.2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +79,17 @@ def test_words_outside_the_vocabulary_are_oov():
 
 def test_tokenizers():
     assert tokenize("Not ''bad'' at ALL.", "split") == ["Not", "''bad''", "at", "ALL."]
-    assert tokenize("Not ''bad'' at ALL.", "words") == ["not", "'", "'", "bad", "'", "'", "at",
-                                                        "all", "."]  # fmt: skip
+    assert tokenize("Not ''bad'' at ALL.", "words") == [
+        "not",
+        "'",
+        "'",
+        "bad",
+        "'",
+        "'",
+        "at",
+        "all",
+        ".",
+    ]
     assert tokenize("It's the film's end", "words") == ["it's", "the", "film's", "end"]
     with pytest.raises(ValueError, match="tokenizer must be 'split' or 'words', got 'chars'"):
         tokenize("a", "chars")
@@ -82,7 +99,10 @@ def test_vocabulary_comes_from_the_training_split_only(task, reviews_csv):
     config = _config(reviews_csv, vocab_size=1000)  # room for every word
     data = task.data(config, np.random.default_rng(0))
     assert {name: len(split["y"]) for name, split in data.items()} == {
-        "train": 60, "valid": 20, "test": 20}  # fmt: skip
+        "train": 60,
+        "valid": 20,
+        "test": 20,
+    }
     oov = config.vocab_size
     real = {name: _real_ids(split) for name, split in data.items()}
     assert all(oov not in review for review in real["train"])  # every train word is known
@@ -173,8 +193,12 @@ def test_padded_batches_give_the_logits_of_one_review_at_a_time(cell, rng):
 
 def test_tiny_run_through_the_cli_selects_the_best_valid_epoch(reviews_csv, tmp_path, capsys):
     sets = [f"dataset={reviews_csv}"] + [f"{k}={v}" for k, v in TINY.items()]
-    assert cli.main(["train", "sentiment", "--out", str(tmp_path),
-                     *[a for s in sets for a in ("--set", s)]]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            ["train", "sentiment", "--out", str(tmp_path), *[a for s in sets for a in ("--set", s)]]
+        )
+        == 0
+    )
     out, record = tmp_path, json.loads((tmp_path / "metrics.json").read_text())
     history, final = record["history"], record["final"]
     assert {"train_accuracy", "valid_accuracy", "valid_loss"} <= set(history[-1])

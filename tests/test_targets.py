@@ -36,7 +36,9 @@ CORPUS = {"sentiment": "rotten-tomatoes", "charlm": "shakespeare"}  # the defaul
 @pytest.mark.parametrize("name, overrides, reached", TARGETS)
 def test_default_run_reaches_target(name, overrides, reached, tmp_path):
     if name in CORPUS and not data.cached(CORPUS[name]):
-        pytest.skip(f"corpus {CORPUS[name]!r} is not in {data.cache_dir()}: run jaxrnn train {name}")
+        pytest.skip(
+            f"corpus {CORPUS[name]!r} is not in {data.cache_dir()}: run jaxrnn train {name}"
+        )
     task = get_task(name)
     result = fit(task, task.Config(**overrides), seed=0, out_dir=tmp_path, progress=False)
     assert reached(result.final), result.final

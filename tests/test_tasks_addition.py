@@ -5,16 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn.tasks.addition import IN_ALPHABET, OUT_ALPHABET, decode_ids
+from jaxrnn.engine import make_optimizer
 from jaxrnn.task import TaskConfig
 from jaxrnn.tasks import get_task
-from jaxrnn.engine import make_optimizer
+from jaxrnn.tasks.addition import IN_ALPHABET, OUT_ALPHABET, decode_ids
 
 
 def _problems(split, config):
     read_y = -1 if config.reverse_answer else 1
-    return [(decode_ids(x, IN_ALPHABET), decode_ids(y, OUT_ALPHABET)[::read_y])
-            for x, y in zip(split["x"], split["y"])]  # fmt: skip
+    return [
+        (decode_ids(x, IN_ALPHABET), decode_ids(y, OUT_ALPHABET)[::read_y])
+        for x, y in zip(split["x"], split["y"])
+    ]
 
 
 def test_test_problems_are_not_train_problems_in_either_order():
@@ -50,4 +52,3 @@ def test_weight_decay_is_decoupled_like_torch_adamw():
     updates, _ = opt.update(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
     new = optax.apply_updates(params, updates)
     np.testing.assert_allclose(new["w"], params["w"] * (1 - 0.1 * 0.01), rtol=1e-7)
-

@@ -9,14 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrnn.interop import params_to_state_dict
-from jaxrnn.tasks import bitflip, sinusoid
 from jaxrnn.engine import make_steps
+from jaxrnn.interop import params_to_state_dict
 from jaxrnn.runs import fit
+from jaxrnn.tasks import bitflip, sinusoid
 
 TINY_BITFLIP = bitflip.BitFlipConfig(n_bits=6, embedding_dim=8, epochs=3)
-TINY_SINUSOID = sinusoid.SinusoidConfig(n_time_steps=30, n_train=64, n_test=16, epochs=4,
-                                        batch_size=8, observe=5)  # fmt: skip
+TINY_SINUSOID = sinusoid.SinusoidConfig(
+    n_time_steps=30, n_train=64, n_test=16, epochs=4, batch_size=8, observe=5
+)
 
 
 # ----------------------------------------------------------------------------- bitflip
@@ -101,8 +102,9 @@ def test_bitflip_trains_and_predicts():
     assert predicted.shape == (4,) and predicted.dtype.kind == "i"
     # the per-integer metric agrees with predict on the held-out integers
     test_ints = bitflip.from_bits(result.data["test"]["x"])
-    exact = np.mean(bitflip.predict(result.state.params, test_ints, TINY_BITFLIP)
-                    == bitflip.flip(test_ints, 6))  # fmt: skip
+    exact = np.mean(
+        bitflip.predict(result.state.params, test_ints, TINY_BITFLIP) == bitflip.flip(test_ints, 6)
+    )
     assert exact == pytest.approx(result.final["test_exact"])
 
 
@@ -141,14 +143,18 @@ def test_linrnn_matches_seed_loop_and_associative_gives_the_same_loss():
     params = jax.tree.map(lambda p: 0.4 * jax.random.normal(next(keys), p.shape), params)
     state_dict = params_to_state_dict(params)
     assert {k: v.shape for k, v in state_dict.items()} == {
-        "input_to_hidden.weight": (3, 1), "input_to_hidden.bias": (3,),
-        "hidden_to_hidden.weight": (3, 3), "hidden_to_hidden.bias": (3,),
-        "hidden_to_output.weight": (1, 3), "hidden_to_output.bias": (1,),
+        "input_to_hidden.weight": (3, 1),
+        "input_to_hidden.bias": (3,),
+        "hidden_to_hidden.weight": (3, 3),
+        "hidden_to_hidden.bias": (3,),
+        "hidden_to_output.weight": (1, 3),
+        "hidden_to_output.bias": (1,),
         "initial_hidden_state": (3,),
-    }  # fmt: skip
+    }
     y = jax.jit(model.apply)({"params": params}, batch["x"])
-    np.testing.assert_allclose(np.asarray(y), _seed_linrnn_numpy(state_dict, batch["x"]),
-                               atol=1e-4, rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        np.asarray(y), _seed_linrnn_numpy(state_dict, batch["x"]), atol=1e-4, rtol=1e-4
+    )
     assoc = task.model(config.replace(associative=True))
 
     def loss_and_grad(m):

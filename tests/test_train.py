@@ -4,29 +4,47 @@ from __future__ import annotations
 
 import json
 
-import jax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxrnn import cli
-from jaxrnn.tasks import get_task
 from jaxrnn.checkpoints import CHECKPOINT, load_checkpoint
-from jaxrnn.runs import fit
 from jaxrnn.engine import mixed_precision
+from jaxrnn.runs import fit
+from jaxrnn.tasks import get_task
 
 TINY = {
     "hihello": ["epochs=5"],
-    "index-recall": ["n=256", "epochs=3", "embedding_dim=8", "hidden_size=16", "batch_size=32",
-                     "learning_rate=0.01"],
-    "copy": ["variant=masked", "cell=builtin", "n_train=256", "n_test=64", "hidden_size=16",
-             "epochs=3", "learning_rate=0.01"],
-    "addition": ["n_examples=320", "hidden_size=16", "embedding_dim=8", "epochs=3",
-                 "learning_rate=0.01"],
+    "index-recall": [
+        "n=256",
+        "epochs=3",
+        "embedding_dim=8",
+        "hidden_size=16",
+        "batch_size=32",
+        "learning_rate=0.01",
+    ],
+    "copy": [
+        "variant=masked",
+        "cell=builtin",
+        "n_train=256",
+        "n_test=64",
+        "hidden_size=16",
+        "epochs=3",
+        "learning_rate=0.01",
+    ],
+    "addition": [
+        "n_examples=320",
+        "hidden_size=16",
+        "embedding_dim=8",
+        "epochs=3",
+        "learning_rate=0.01",
+    ],
     "bitflip": ["n_bits=4", "embedding_dim=4", "epochs=3"],
     "sinusoid": ["n_train=64", "n_test=16", "n_time_steps=30", "epochs=3"],
-}  # fmt: skip
+}
 
 
 def _train(task: str, out, *extra: str) -> dict:
@@ -71,17 +89,25 @@ def test_resume_extends_a_finished_run_bit_identically(tmp_path):
     for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(longer.state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="at epoch 3, beyond epochs=2"):
-        fit(task, config.replace(epochs=2), seed=3, out_dir=tmp_path / "short", resume=True,
-            progress=False)  # fmt: skip
+        fit(
+            task,
+            config.replace(epochs=2),
+            seed=3,
+            out_dir=tmp_path / "short",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_resume_refuses_another_config(tmp_path):
     task = get_task("hihello")
     fit(task, task.Config(epochs=2), out_dir=tmp_path, progress=False)
-    with pytest.raises(ValueError, match=r"another config .*'mode': \('sequence', 'step'\)"
-                                         r".*only epochs and learning_rate may change"):
-        fit(task, task.Config(epochs=2, mode="step"), out_dir=tmp_path, resume=True,
-            progress=False)  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"another config .*'mode': \('sequence', 'step'\)"
+        r".*only epochs and learning_rate may change",
+    ):
+        fit(task, task.Config(epochs=2, mode="step"), out_dir=tmp_path, resume=True, progress=False)
 
 
 def test_eval_checkpoint_matches_training(tmp_path, capsys):
@@ -111,7 +137,10 @@ def test_checkpoint_holds_the_effective_config(tmp_path):
     "args, message",
     [
         (["train", "no-such-task"], "unknown task 'no-such-task'; available: "),
-        (["train", "hihello", "--set", "nope=1"], "unknown config key 'nope' .* valid keys: .*epochs"),
+        (
+            ["train", "hihello", "--set", "nope=1"],
+            "unknown config key 'nope' .* valid keys: .*epochs",
+        ),
         (["train", "hihello", "--set", "epochs=many"], "epochs must be int, got 'many'"),
         (["train", "hihello", "--set", "mode=sideways"], "mode must be one of sequence, step"),
         (["train", "hihello", "--set", "on_device_epoch=maybe"], "must be a boolean"),
@@ -179,11 +208,14 @@ def test_mixed_precision_casts_floats_in_and_float32_out():
         mixed_precision(loss, "float16")
 
 
-@pytest.mark.parametrize("task, extra", [
-    ("index-recall", ()),
-    ("sinusoid", ()),  # float inputs
-    ("copy", ("--set", "cell=custom")),  # one-hot made inside the model, a scan carry
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "task, extra",
+    [
+        ("index-recall", ()),
+        ("sinusoid", ()),  # float inputs
+        ("copy", ("--set", "cell=custom")),  # one-hot made inside the model, a scan carry
+    ],
+)
 def test_bfloat16_training_keeps_float32_weights(task, extra, tmp_path):
     full = _train(task, tmp_path / "f32", *extra)
     half = _train(task, tmp_path / "bf16", *extra, "--set", "compute_dtype=bfloat16")

@@ -76,12 +76,15 @@ def encode_strings(strings, alphabet: str, width: int) -> tuple[np.ndarray, np.n
     ids = np.zeros((len(strings), width), np.int32)
     for row, s in enumerate(strings):
         if len(s) > width:
-            raise ValueError(f"strings[{row}] = {s!r} has {len(s)} characters; at most "
-                             f"width = {width} fit")  # fmt: skip
+            raise ValueError(
+                f"strings[{row}] = {s!r} has {len(s)} characters; at most width = {width} fit"
+            )
         unknown = sorted(set(s) - set(index))
         if unknown:
-            raise ValueError(f"strings[{row}] = {s!r} has characters outside the alphabet "
-                             f"{alphabet!r}: {unknown}")  # fmt: skip
+            raise ValueError(
+                f"strings[{row}] = {s!r} has characters outside the alphabet "
+                f"{alphabet!r}: {unknown}"
+            )
         ids[row, : len(s)] = [index[ch] for ch in s]
     return ids, np.array([len(s) for s in strings], np.int32)
 
@@ -126,8 +129,12 @@ class Seq2Seq(nn.Module):
     dropout: float = 0.0  # on embeddings, between layers and before the output layer
 
     def setup(self):
-        kw = dict(hidden_size=self.n_hidden, num_layers=self.n_layers, batch_first=True,
-                  dropout=self.dropout)  # fmt: skip
+        kw = dict(
+            hidden_size=self.n_hidden,
+            num_layers=self.n_layers,
+            batch_first=True,
+            dropout=self.dropout,
+        )
         self.src_embedding = Embed(num_embeddings=self.n_inputs, features=self.embedding_dim)
         self.encoder_rnn = LSTM(**kw)
         # The decoder's vocabulary has one more symbol: START, fed before the first digit.
@@ -178,11 +185,14 @@ class Addition(Task):
         test = test[[(x, y) not in seen for x, y in test.tolist()]]
         if config.commutative and config.model == "seq2seq":
             train = np.concatenate([train, train[:, ::-1]])
-        return {"train": self.encode_problems(train, config),
-                "test": self.encode_problems(test, config)}  # fmt: skip
+        return {
+            "train": self.encode_problems(train, config),
+            "test": self.encode_problems(test, config),
+        }
 
     def encode_problems(self, pairs, config) -> Batch:
-        """``[N, 2]`` operands → ``x`` ("x+y" ids), ``lengths``, ``y`` (answer ids), ``y_lengths``."""
+        """``[N, 2]`` operands → ``x`` ("x+y" ids), ``lengths``, ``y`` (answer ids),
+        ``y_lengths``."""
         problems = [f"{x}+{y}"[:: -1 if config.reverse_input else 1] for x, y in pairs.tolist()]
         flip = config.reverse_answer and config.model == "seq2seq"
         answers = [str(x + y)[:: -1 if flip else 1] for x, y in pairs.tolist()]
@@ -196,8 +206,12 @@ class Addition(Task):
             check_ids(split["y"], len(OUT_ALPHABET) + 1, name=f"{name} y")
 
     def model(self, config):
-        sizes = dict(n_inputs=len(IN_ALPHABET) + 1, n_outputs=len(OUT_ALPHABET) + 1,
-                     n_hidden=config.hidden_size, n_layers=config.num_layers)  # fmt: skip
+        sizes = dict(
+            n_inputs=len(IN_ALPHABET) + 1,
+            n_outputs=len(OUT_ALPHABET) + 1,
+            n_hidden=config.hidden_size,
+            n_layers=config.num_layers,
+        )
         if config.model == "seq2seq":
             return Seq2Seq(**sizes, embedding_dim=config.embedding_dim, dropout=config.dropout)
         return SumRNN(**sizes, lstm=config.model == "sumlstm")
@@ -207,8 +221,14 @@ class Addition(Task):
 
     def _logits(self, model, params, batch, key, train):
         if isinstance(model, Seq2Seq):
-            return model.apply({"params": params}, batch["x"], batch["lengths"], batch["y"],
-                               deterministic=not train, rngs={"dropout": key})  # fmt: skip
+            return model.apply(
+                {"params": params},
+                batch["x"],
+                batch["lengths"],
+                batch["y"],
+                deterministic=not train,
+                rngs={"dropout": key},
+            )
         return model.apply({"params": params}, batch["x"])[:, : batch["y"].shape[1]]
 
     def init(self, model, key, batch):
@@ -233,8 +253,9 @@ class Addition(Task):
 
         def step(carry, _):
             state, previous = carry
-            logits, state = model.apply({"params": params}, state, previous,
-                                        method=Seq2Seq.decode_step)  # fmt: skip
+            logits, state = model.apply(
+                {"params": params}, state, previous, method=Seq2Seq.decode_step
+            )
             digit = logits.argmax(-1)
             return (state, digit), digit
 
@@ -247,10 +268,12 @@ class Addition(Task):
         model, test = steps.model, data["test"]
         width = test["y"].shape[1]
         predict = jax.jit(lambda p, x, n: self.predict(model, p, x, n, width))
-        pred = np.concatenate([
-            np.asarray(predict(params, test["x"][i : i + 512], test["lengths"][i : i + 512]))
-            for i in range(0, len(test["x"]), 512)
-        ])  # fmt: skip
+        pred = np.concatenate(
+            [
+                np.asarray(predict(params, test["x"][i : i + 512], test["lengths"][i : i + 512]))
+                for i in range(0, len(test["x"]), 512)
+            ]
+        )
         scored = np.arange(width) <= test["y_lengths"][:, None]
         right = (pred == test["y"]) | ~scored
         read_x = -1 if config.reverse_input else 1

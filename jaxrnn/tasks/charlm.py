@@ -55,8 +55,8 @@ import optax
 from flax import serialization
 
 from .. import markov
-from ..checkpoints import read_checkpoint
 from ..cells import torch_uniform
+from ..checkpoints import read_checkpoint
 from ..data import CORPORA, load_text
 from ..embedding import check_ids, lookup
 from ..files import save_figure
@@ -233,22 +233,30 @@ def prompt_ids(prompt: str, alphabet: str) -> np.ndarray:
     """``[P ≥ 1]`` ids of a prompt; ``""`` means a newline (if the alphabet has one)."""
     if not prompt:
         if "\n" not in alphabet:
-            raise ValueError("prompt is empty and the alphabet has no newline to start from; "
-                             "give a prompt of at least one character")  # fmt: skip
+            raise ValueError(
+                "prompt is empty and the alphabet has no newline to start from; "
+                "give a prompt of at least one character"
+            )
         prompt = "\n"
     return encode(prompt, alphabet, name="prompt")
 
 
-def sample(model, params, alphabet: str, prompt: str, length: int, temperature: float = 1.0,
-           *, key) -> str:  # fmt: skip
+def sample(
+    model, params, alphabet: str, prompt: str, length: int, temperature: float = 1.0, *, key
+) -> str:
     """``length`` new characters after ``prompt`` (not included), drawn with ``key``."""
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
         raise ValueError(f"length must be an int >= 1, got {length!r}")
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     ids = prompt_ids(prompt, alphabet)
-    chars = sample_ids(model, params, jnp.asarray(ids), sampling_uniforms(key, int(length)),
-                       jnp.float32(temperature))  # fmt: skip
+    chars = sample_ids(
+        model,
+        params,
+        jnp.asarray(ids),
+        sampling_uniforms(key, int(length)),
+        jnp.float32(temperature),
+    )
     return decode(chars, alphabet)
 
 
@@ -257,8 +265,10 @@ def load_model(checkpoint) -> tuple[PredictorLSTM, dict, CharLMConfig]:
     selected epoch's params when the checkpoint holds them, else the last epoch's."""
     payload, meta = read_checkpoint(pathlib.Path(checkpoint))
     if meta.get("task") != CharLM.name:
-        raise ValueError(f"{checkpoint} holds a {meta.get('task')!r} checkpoint; sampling needs "
-                         f"a {CharLM.name!r} one (jaxrnn train {CharLM.name})")  # fmt: skip
+        raise ValueError(
+            f"{checkpoint} holds a {meta.get('task')!r} checkpoint; sampling needs "
+            f"a {CharLM.name!r} one (jaxrnn train {CharLM.name})"
+        )
     config = config_from_meta(CharLM, meta)
     if not config.alphabet:
         raise ValueError(f"{checkpoint}: the checkpoint's config has no alphabet")
@@ -292,9 +302,10 @@ class CharLM(Task):
         train, valid = split_text(config)
         return {
             "train": windows(encode(train, config.alphabet, "train text"), config.seq_length),
-            "valid": windows(encode(valid, config.alphabet, "validation text"), config.seq_length,
-                             pad=True),
-        }  # fmt: skip
+            "valid": windows(
+                encode(valid, config.alphabet, "validation text"), config.seq_length, pad=True
+            ),
+        }
 
     def check_data(self, data, config):
         for name, split in data.items():
@@ -307,9 +318,11 @@ class CharLM(Task):
 
     def model(self, config):
         return PredictorLSTM(
-            n_symbols=len(config.alphabet) + 1, n_hidden=config.hidden_size,
-            n_layers=config.num_layers, embedding_size=config.embedding_dim,
-        )  # fmt: skip
+            n_symbols=len(config.alphabet) + 1,
+            n_hidden=config.hidden_size,
+            n_layers=config.num_layers,
+            embedding_size=config.embedding_dim,
+        )
 
     def loss(self, model, params, batch, *, key, train):
         logits, _ = model.apply({"params": params}, batch["x"])  # [B, T, V]
@@ -331,10 +344,18 @@ class CharLM(Task):
         }
         if config.markov_orders:
             result.update(self.markov_baselines(config))
-            result["beats_markov"] = result["val_bits_per_char"] < result[
-                "markov_best_val_bits_per_char"]  # fmt: skip
-        text = sample(steps.model, params, config.alphabet, config.prompt, config.sample_length,
-                      config.temperature, key=jax.random.key(0))  # fmt: skip
+            result["beats_markov"] = (
+                result["val_bits_per_char"] < result["markov_best_val_bits_per_char"]
+            )
+        text = sample(
+            steps.model,
+            params,
+            config.alphabet,
+            config.prompt,
+            config.sample_length,
+            config.temperature,
+            key=jax.random.key(0),
+        )
         result["sample"] = config.prompt + text
         return result
 
@@ -362,14 +383,22 @@ class CharLM(Task):
             "markov_best_order": best,
             "markov_best_val_bits_per_char": bpc[best],
             # the seed's generate_from_markov, from the best order (start: the prompt or "\n")
-            "markov_sample": markov.sample(model, config.report_length, seed=0,
-                                           start=config.prompt or "\n", order=best),
+            "markov_sample": markov.sample(
+                model, config.report_length, seed=0, start=config.prompt or "\n", order=best
+            ),
         }
 
     def epoch_report(self, steps, params, data, config, epoch):
         key = jax.random.fold_in(jax.random.key(0), epoch)
-        text = sample(steps.model, params, config.alphabet, config.prompt, config.report_length,
-                      config.temperature, key=key)  # fmt: skip
+        text = sample(
+            steps.model,
+            params,
+            config.alphabet,
+            config.prompt,
+            config.report_length,
+            config.temperature,
+            key=key,
+        )
         return f"sample (T={config.temperature}):\n{config.prompt}{text}"
 
     def plot(self, steps, params, data, config, out_dir):

@@ -134,7 +134,9 @@ class SeqEncoderDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, lengths):
-        enc, dec = (SeqEncoder, SeqDecoder) if self.cell == "custom" else (SeqEncoderRNN, SeqDecoderRNN)
+        enc, dec = (
+            (SeqEncoder, SeqDecoder) if self.cell == "custom" else (SeqEncoderRNN, SeqDecoderRNN)
+        )
         one_hot = jax.nn.one_hot(x, self.vocab)
         # Masked: the state at the stop symbol, index len, i.e. after len + 1 steps (the
         # seed's out[arange(B), seq_lengths]); otherwise the state after the whole input.
@@ -170,8 +172,10 @@ class Copy(Task):
         return {"x": x, "y": x, "lengths": lengths}
 
     def data(self, config, rng):
-        return {"train": self.sample(config, rng, config.n_train),
-                "test": self.sample(config, rng, config.n_test)}  # fmt: skip
+        return {
+            "train": self.sample(config, rng, config.n_train),
+            "test": self.sample(config, rng, config.n_test),
+        }
 
     # -- model, loss ----------------------------------------------------------------------
     def model(self, config):

@@ -61,9 +61,12 @@ class HiHelloModel(nn.Module):
             return h.astype(hidden.dtype), out[:, 0]
 
         scan = nn.scan(
-            step, variable_broadcast="params", split_rngs={"params": False},
-            in_axes=1, out_axes=1,
-        )  # fmt: skip
+            step,
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            in_axes=1,
+            out_axes=1,
+        )
         _, out = scan(rnn, hidden, one_hot[:, :, None, :])  # scan over T
         return out
 

@@ -66,8 +66,10 @@ class IndexRecall(Task):
 
         def gen(n):  # the seed's gen_data
             x = rng.integers(config.low, config.high, size=(n, config.d))
-            return {"x": (x - config.low).astype(np.int32),
-                    "y": (x[:, config.target_idx] - config.low).astype(np.int32)}  # fmt: skip
+            return {
+                "x": (x - config.low).astype(np.int32),
+                "y": (x[:, config.target_idx] - config.low).astype(np.int32),
+            }
 
         return {"train": gen(config.n), "test": gen(config.n)}
 

@@ -128,8 +128,10 @@ def encode_split(ids: list[list[int]], labels, bounds: np.ndarray) -> Batch:
     too_long = np.flatnonzero(lengths > bounds[-1])
     if too_long.size:
         i = int(too_long[0])
-        raise ValueError(f"review {i} has {lengths[i]} tokens; the longest bucket holds "
-                         f"{bounds[-1]} (bounds {bounds.tolist()}); {too_long.size} too long")  # fmt: skip
+        raise ValueError(
+            f"review {i} has {lengths[i]} tokens; the longest bucket holds "
+            f"{bounds[-1]} (bounds {bounds.tolist()}); {too_long.size} too long"
+        )
     x = np.full((len(ids), bounds[-1]), PAD, np.int32)
     for row, review in zip(x, ids):
         row[: len(review)] = review
@@ -162,8 +164,7 @@ def bucket_batches(
     order = rng.permutation(len(groups)) if rng is not None else range(len(groups))
     for g in order:
         bound, idx = groups[g]
-        yield {"x": split["x"][idx, :bound], "lengths": split["lengths"][idx],
-               "y": split["y"][idx]}  # fmt: skip
+        yield {"x": split["x"][idx, :bound], "lengths": split["lengths"][idx], "y": split["y"][idx]}
 
 
 # ----------------------------------------------------------------------------- the model
@@ -219,20 +220,29 @@ class Sentiment(Task):
         order = rng.permutation(kept)
         n_test = round(len(order) * config.test_fraction)
         n_valid = round(len(order) * config.valid_fraction)
-        parts = {"train": order[n_test + n_valid :], "valid": order[n_test : n_test + n_valid],
-                 "test": order[:n_test]}  # fmt: skip
+        parts = {
+            "train": order[n_test + n_valid :],
+            "valid": order[n_test : n_test + n_valid],
+            "test": order[:n_test],
+        }
         for name, part in parts.items():
             if len(part) == 0:
-                raise ValueError(f"{config.dataset!r}: {len(kept)} reviews leave the {name} "
-                                 "split empty; change valid_fraction / test_fraction")  # fmt: skip
+                raise ValueError(
+                    f"{config.dataset!r}: {len(kept)} reviews leave the {name} "
+                    "split empty; change valid_fraction / test_fraction"
+                )
         vocab = build_vocab([reviews[i] for i in parts["train"]], config.vocab_size)
-        ids = {name: [encode(reviews[i], vocab, config.vocab_size) for i in part]
-               for name, part in parts.items()}  # fmt: skip
+        ids = {
+            name: [encode(reviews[i], vocab, config.vocab_size) for i in part]
+            for name, part in parts.items()
+        }
         longest = max(len(reviews[i]) for i in kept)
         train_lengths = np.array([len(r) for r in ids["train"]])
         bounds = bucket_bounds(train_lengths, config.buckets, longest)
-        return {name: encode_split(ids[name], [labels[i] for i in part], bounds)
-                for name, part in parts.items()}  # fmt: skip
+        return {
+            name: encode_split(ids[name], [labels[i] for i in part], bounds)
+            for name, part in parts.items()
+        }
 
     def check_data(self, data, config):
         for name, split in data.items():
@@ -245,8 +255,9 @@ class Sentiment(Task):
         return bucket_batches(split, 1 if training_one_by_one else config.batch_size, rng)
 
     def model(self, config):
-        return SentimentRNN(config.vocab_size, config.embedding_dim, config.hidden_size,
-                            config.cell)  # fmt: skip
+        return SentimentRNN(
+            config.vocab_size, config.embedding_dim, config.hidden_size, config.cell
+        )
 
     def model_inputs(self, batch):
         return {"x": batch["x"], "lengths": batch["lengths"]}
@@ -276,9 +287,13 @@ class Sentiment(Task):
         for key in ("train_accuracy", "valid_accuracy"):
             ax.plot(epochs, [row[key] for row in record["history"]], "o-", label=key)
         if record.get("best_epoch"):
-            ax.axvline(record["best_epoch"], color="gray", ls="--",
-                       label=f"selected: epoch {record['best_epoch']}, "
-                             f"test {record['final']['test_accuracy']:.3f}")  # fmt: skip
+            ax.axvline(
+                record["best_epoch"],
+                color="gray",
+                ls="--",
+                label=f"selected: epoch {record['best_epoch']}, "
+                f"test {record['final']['test_accuracy']:.3f}",
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy")
         ax.set_title(f"sentiment: {config.cell} RNN({config.hidden_size}), {config.dataset}")
@@ -291,5 +306,7 @@ def _check_fractions(config: SentimentConfig) -> None:
         if not 0 < getattr(config, field) < 1:
             raise ValueError(f"{field} must be in (0, 1), got {getattr(config, field)}")
     if config.valid_fraction + config.test_fraction >= 1:
-        raise ValueError(f"valid_fraction + test_fraction must be < 1 (the rest is training), "
-                         f"got {config.valid_fraction} + {config.test_fraction}")  # fmt: skip
+        raise ValueError(
+            f"valid_fraction + test_fraction must be < 1 (the rest is training), "
+            f"got {config.valid_fraction} + {config.test_fraction}"
+        )

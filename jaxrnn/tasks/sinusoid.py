@@ -189,9 +189,13 @@ class Sinusoid(Task):
         if config.weights is not None and len(config.weights) != len(config.freqs):
             raise ValueError(f"weights {config.weights} must match freqs {config.freqs}")
         gen = functools.partial(
-            generate_sin, rng, sin_frequencies=config.freqs, weights=config.weights,
-            n_time_steps=config.n_time_steps, sample_frequency=config.sample_frequency,
-        )  # fmt: skip
+            generate_sin,
+            rng,
+            sin_frequencies=config.freqs,
+            weights=config.weights,
+            n_time_steps=config.n_time_steps,
+            sample_frequency=config.sample_frequency,
+        )
         split = lambda n: {"x": gen(n)[:, :, np.newaxis].astype(np.float32)}  # noqa: E731
         return {"train": split(config.n_train), "test": split(config.n_test)}
 
