@@ -16,8 +16,18 @@ import typing
 
 import jax
 
+from .callbacks import TensorBoard
+from .data import cache_dir
+from .files import load_safetensors, save_safetensors
 from .interop import load_torch_state_dict, params_to_state_dict, save_torch_state_dict
-from .runs import NonFiniteError, evaluate_checkpoint, fit, restore_run, resume_config
+from .runs import (
+    NonFiniteError,
+    RunExistsError,
+    evaluate_checkpoint,
+    fit,
+    restore_run,
+    resume_config,
+)
 from .task import TaskConfig
 from .tasks import TASKS, get_task, task_of_checkpoint
 from .tasks.charlm import load_model, sample
@@ -86,7 +96,9 @@ def _cmd_train(args) -> int:
         seed = seed if args.seed is None else args.seed
     else:
         config = task.Config(**overrides)
-    init = load_torch_state_dict(args.init_from_torch) if args.init_from_torch else None
+    init = read_weights(args.init_from) if args.init_from else None
+    board = args.tensorboard
+    callbacks = [TensorBoard(board or out / "tensorboard")] if board is not None else []
     print(f"training {task.name} → {out}")
     try:
         result = fit(
@@ -95,23 +107,36 @@ def _cmd_train(args) -> int:
             seed=seed,
             out_dir=out,
             resume=args.resume,
+            overwrite=args.overwrite,
+            eval_every=args.eval_every,
+            callbacks=callbacks,
             init_state_dict=init,
             devices=args.devices,
+            compilation_cache=None if args.no_compile_cache else cache_dir() / "xla",
         )
     except KeyError as e:  # a state_dict that is not the model's: say which file
         if init is None or "state_dict" not in str(e):
             raise
-        raise ValueError(f"{args.init_from_torch}: {e.args[0]}") from None
+        raise ValueError(f"{args.init_from}: {e.args[0]}") from None
+    except RunExistsError as e:
+        hint = "add --resume to continue it, --overwrite to replace it, or choose another --out"
+        raise RunExistsError(e.path, e.found, hint) from None
     except NonFiniteError as e:  # the command that continues from the last good checkpoint
-        if e.saved_epoch is not None:
-            lower = f"{e.learning_rate / 10:g}"
+        if e.checkpoint is not None:
             e.args = (
                 f"{e.args[0]} To continue from it: jaxrnn train {task.name} --out {out} "
-                f"--resume --set learning_rate={lower}",
+                f"--resume --set learning_rate={e.learning_rate / 10:g}",
             )
         raise
     print(json.dumps({"task": task.name, "final": result.final}, indent=2, default=str))
     return 0
+
+
+def read_weights(path: str) -> dict:
+    """A weights file by its suffix: ``.safetensors``, else a ``torch.save``-d state_dict."""
+    if pathlib.Path(path).suffix == ".safetensors":
+        return load_safetensors(path)
+    return load_torch_state_dict(path)
 
 
 def _resume_config(task, out, overrides):
@@ -130,11 +155,18 @@ def _task(args):
 
 
 def _cmd_export(args) -> int:
+    if not (args.to_torch or args.to_safetensors):
+        raise ValueError("export needs --to-torch FILE.pt and/or --to-safetensors FILE")
     _, _, params, _, meta = restore_run(_task(args), args.checkpoint)
     state_dict = params_to_state_dict(params)
-    save_torch_state_dict(state_dict, args.to_torch)
     which = f"best epoch {meta['best']['epoch']}" if meta.get("best") else f"epoch {meta['epoch']}"
-    print(f"wrote {len(state_dict)} tensors ({which} of {args.checkpoint}) to {args.to_torch}")
+    for path, save in (
+        (args.to_torch, save_torch_state_dict),
+        (args.to_safetensors, save_safetensors),
+    ):
+        if path:
+            save(state_dict, path)
+            print(f"wrote {len(state_dict)} tensors ({which} of {args.checkpoint}) to {path}")
     return 0
 
 
@@ -164,30 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxrnn", description="jaxrnn tasks")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the tasks").set_defaults(func=_cmd_list)
-    train = sub.add_parser("train", help="train a task end to end")
-    train.add_argument("task")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
-    train.add_argument("--seed", type=int, help="default 0 (with --resume: the checkpoint's)")
-    train.add_argument("--out", help="output directory (default runs/TASK)")
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from OUT's checkpoint, with its config (--set may change "
-        "epochs and learning_rate)",
-    )
-    train.add_argument(
-        "--init-from-torch",
-        metavar="FILE.pt",
-        help="start from a torch state_dict of the task's reference model",
-    )
-    train.add_argument(
-        "--devices",
-        type=int,
-        metavar="N",
-        help="data-parallel over N devices (batch split, params replicated); "
-        "on a CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N",
-    )
-    train.set_defaults(func=_cmd_train)
+    _train_parser(sub.add_parser("train", help="train a task end to end"))
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
     ev.add_argument("task", nargs="?", help="optional: the checkpoint knows its task")
     ev.add_argument("--checkpoint", required=True, help="a run directory or checkpoint file")
@@ -195,7 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write a run's params as a torch state_dict")
     ex.add_argument("task", nargs="?", help="optional: the checkpoint knows its task")
     ex.add_argument("--checkpoint", required=True, help="a run directory or checkpoint file")
-    ex.add_argument("--to-torch", required=True, metavar="FILE.pt", help="where to write it")
+    ex.add_argument("--to-torch", metavar="FILE.pt", help="a torch.save file (needs torch)")
+    ex.add_argument(
+        "--to-safetensors",
+        metavar="FILE.safetensors",
+        help="a safetensors file: torch reads it without pickle (safetensors.torch.load_file)",
+    )
     ex.set_defaults(func=_cmd_export)
     sm = sub.add_parser("sample", help="generate text from a charlm checkpoint")
     sm.add_argument("--checkpoint", required=True, help="a charlm run directory or checkpoint")
@@ -207,11 +221,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_parser(train: argparse.ArgumentParser) -> None:
+    train.add_argument("task")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
+    train.add_argument("--seed", type=int, help="default 0 (with --resume: the checkpoint's)")
+    train.add_argument("--out", help="output directory (default runs/TASK)")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT from its checkpoint, with its config (--set may change "
+        "epochs and learning_rate)",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run in OUT (deletes its files)"
+    )
+    train.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="also evaluate, checkpoint and select every N steps (a long run reports sooner)",
+    )
+    train.add_argument(
+        "--tensorboard",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="write TensorBoard event files (default DIR: OUT/tensorboard)",
+    )
+    train.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile from scratch (default: JAX's persistent cache in the jaxrnn cache dir)",
+    )
+    train.add_argument(
+        "--init-from",
+        "--init-from-torch",
+        dest="init_from",
+        metavar="FILE",
+        help="start from weights of the task's reference model: a torch state_dict (.pt) or "
+        "a .safetensors file",
+    )
+    train.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="data-parallel over N devices (batch split, params replicated); "
+        "on a CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N",
+    )
+    train.set_defaults(func=_cmd_train)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, FloatingPointError, ImportError) as e:
+    except (KeyError, ValueError, OSError, FloatingPointError, ImportError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"jaxrnn {args.command}: error: {message}", file=sys.stderr)
         return 2

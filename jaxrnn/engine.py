@@ -10,6 +10,9 @@ runs: a second run compiles again, unless JAX's persistent compilation cache is 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
+import threading
 from collections.abc import Callable, Iterable
 
 import flax.linen as nn
@@ -228,3 +231,48 @@ def check_config(config: TaskConfig) -> None:
         raise ValueError(
             f"compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}"
         )
+
+
+# ----------------------------------------------------------------------------- compilation
+
+# The events JAX records while it turns a traced function into an executable (or fetches one
+# from the persistent cache): the seconds a run spends compiling rather than computing.
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+    "/jax/compilation_cache/cache_retrieval_time_sec",
+)
+_compile_seconds = [0.0]
+_compile_lock = threading.Lock()
+
+
+def _on_event(event: str, duration: float, **kwargs) -> None:
+    if event in COMPILE_EVENTS:
+        with _compile_lock:
+            _compile_seconds[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent tracing, lowering and compiling (or loading compiled
+    code from the persistent cache) so far; a difference of two readings times a stretch."""
+    with _compile_lock:
+        return _compile_seconds[0]
+
+
+def enable_compilation_cache(path: str | os.PathLike) -> pathlib.Path:
+    """Turn on JAX's persistent compilation cache in ``path`` (for the whole process).
+
+    A second run of the same model then loads its compiled steps instead of compiling them.
+    Every executable is cached, however quick its compile (JAX's default skips those under
+    one second — most of this library's steps).
+    """
+    path = pathlib.Path(path).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path

@@ -1,41 +1,50 @@
-"""A run: ``fit`` trains a task epoch by epoch, checkpoints it, resumes it and writes its outputs.
+"""A run: ``fit`` trains a task, evaluates it as it goes, checkpoints, resumes, writes outputs.
 
 ``fit(task, config, seed=..., out_dir=...)`` builds the data, the model and its compiled
-:class:`~jaxrnn.engine.Steps`, then trains with a tqdm bar, evaluating after each epoch, and
-writes to ``out_dir``:
+:class:`~jaxrnn.engine.Steps`, then trains with a tqdm bar, evaluating after each epoch (and
+every ``eval_every`` steps if asked), and writes to ``out_dir``:
 
-* ``metrics.json``  ``{"task", "config", "history", "final"}``;
+* ``metrics.jsonl`` one JSON line per evaluation, appended and flushed as the run goes;
+* ``metrics.json``  ``{"task", "config", "history", "final", "seconds"}`` at the end, where
+  ``seconds`` splits the wall clock into compiling, training and evaluating;
 * ``loss.png``      the loss curve, plus each task's own pictures;
 * ``checkpoint.msgpack``  params, optimiser state, step, history, seed and the effective
   config, with a sha256 of its contents, written atomically (temp file, fsync, rename) after
-  every epoch; a truncated, damaged or foreign file is refused naming it;
+  every evaluation; a truncated, damaged or foreign file is refused naming it;
 * ``best.msgpack``  for a task that selects (``Task.select``, e.g. ``"valid_accuracy"``): the
-  best epoch's params, written atomically when an epoch improves on it. The checkpoint holds
-  a copy too, so a resumed run keeps its best-so-far; the final ``evaluate`` uses them.
+  best evaluation's params, written atomically when an evaluation improves on it. The
+  checkpoint holds a copy too, so a resumed run keeps its best-so-far; the final
+  ``evaluate`` uses them.
 
-Each epoch is evaluated on ``data["valid"]`` if the task has that split, else ``"test"``,
-else ``"train"``; the task's ``batches`` hook cuts every split into batches.
+A directory that holds a run is never written over unasked: ``resume=True`` continues it,
+``overwrite=True`` replaces it, and without either ``fit`` raises :class:`RunExistsError`.
+
+Each evaluation uses ``data["valid"]`` if the task has that split, else ``"test"``, else
+``"train"``; the task's ``batches`` hook cuts every split into batches.
 
 Randomness flows from one seed: the data from ``np.random.default_rng([seed, 0])``, the init
 from ``PRNGKey(seed)``, each epoch's shuffle from ``default_rng([seed, 1, epoch])`` and each
-step's key from ``fold_in(key, step)``. So ``resume=True`` continues bit-identically: the next
-step sees the same batch, key and state as in the uninterrupted run. A resume may change
-``epochs`` and ``learning_rate`` (:data:`RESUMABLE`), nothing else.
+step's key from ``fold_in(key, step)``. So ``resume=True`` continues bit-identically — from
+an epoch's end or, with ``eval_every``, from within an epoch: the next step sees the same
+batch, key and state as in the uninterrupted run. A resume may change ``epochs`` and
+``learning_rate`` (:data:`RESUMABLE`), nothing else.
 
 Numerical faults: the jitted step applies no update when the loss or any gradient is
 non-finite, nor at any later step, and records the first such step on device; the host reads
-it once per epoch and raises :class:`NonFiniteError` naming the step. The epoch is then not
+it once per evaluation and raises :class:`NonFiniteError` naming the step. Nothing is then
 checkpointed, so the last good checkpoint stays on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import pathlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -44,6 +53,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import parallel
+from .callbacks import METRICS_LOG, Callback, MetricsLog, jsonable
 from .checkpoints import (
     BEST,
     CHECKPOINT,
@@ -57,7 +67,9 @@ from .engine import (
     Steps,
     TrainState,
     check_config,
+    compile_seconds,
     create_state,
+    enable_compilation_cache,
     make_steps,
     no_fault,
     stack_batches,
@@ -73,7 +85,7 @@ class NonFiniteError(FloatingPointError):
     """The loss or a gradient became NaN or infinite at training step ``step`` (1-based, as
     the history's ``step``) of epoch ``epoch``; no update was applied from that step on.
 
-    ``saved_epoch`` is the epoch of the last good checkpoint in ``out_dir`` (None if none):
+    ``checkpoint`` is the last good checkpoint file (None if none was written):
     ``fit(..., resume=True)`` with a lower ``learning_rate`` continues from it.
     """
 
@@ -84,22 +96,24 @@ class NonFiniteError(FloatingPointError):
         step: int,
         epoch: int,
         out_dir=None,
-        saved_epoch=None,
+        checkpoint=None,
         learning_rate: float | None = None,
     ):
         super().__init__(message)
         self.step, self.epoch = step, epoch
-        self.out_dir, self.saved_epoch, self.learning_rate = out_dir, saved_epoch, learning_rate
+        self.out_dir, self.checkpoint, self.learning_rate = out_dir, checkpoint, learning_rate
 
 
 @dataclasses.dataclass
 class Best:
-    """The best epoch so far by ``metric`` (a history key), its value and its params (host)."""
+    """The best evaluation so far by ``metric`` (a history key): its epoch (a fraction for one
+    mid-epoch), step, value and params (on the host)."""
 
     metric: str
     mode: str  # "max" or "min"
-    epoch: int | None = None
+    epoch: int | float | None = None
     value: float | None = None
+    step: int | None = None
     params: Any = None
 
     def improves(self, value: float) -> bool:
@@ -111,19 +125,25 @@ class Best:
         return value > self.value if self.mode == "max" else value < self.value
 
     def update(self, row: dict, params) -> bool:
-        """Take epoch ``row["epoch"]`` (and a host copy of ``params``) if it improves."""
+        """Take the evaluation ``row`` (and a host copy of ``params``) if it improves."""
         if self.metric not in row:
             raise ValueError(
                 f"select={self.metric!r} is not a history key; the keys are {', '.join(row)}"
             )
         if not self.improves(row[self.metric]):
             return False
-        self.epoch, self.value = row["epoch"], row[self.metric]
+        self.epoch, self.step, self.value = row["epoch"], row["step"], row[self.metric]
         self.params = jax.tree.map(np.array, params)
         return True
 
     def meta(self) -> dict:
-        return {"metric": self.metric, "mode": self.mode, "epoch": self.epoch, "value": self.value}
+        return {
+            "metric": self.metric,
+            "mode": self.mode,
+            "epoch": self.epoch,
+            "step": self.step,
+            "value": self.value,
+        }
 
 
 def selection(task: Task) -> Best | None:
@@ -139,8 +159,9 @@ def selection(task: Task) -> Best | None:
 
 @dataclasses.dataclass
 class Run:
-    """What a run carries from epoch to epoch: the train state, the history, the best epoch,
-    the epochs done and the epoch of the checkpoint on disk."""
+    """What a run carries from evaluation to evaluation: the train state, the history, the
+    best evaluation, how far it is (``epoch`` epochs and ``batch`` batches of the next one)
+    and the checkpoint on disk."""
 
     task: Task
     config: TaskConfig
@@ -150,15 +171,27 @@ class Run:
     history: list[dict]
     best: Best | None
     epoch: int = 0  # epochs done
-    saved_epoch: int | None = None  # the checkpoint on disk, for a fault's message
+    batch: int = 0  # batches done of epoch ``epoch`` (a run evaluated mid-epoch)
+    saved: str | None = None  # how far the checkpoint on disk is ("epoch 2.5, step 40")
+
+    def progress(self, n_batches: int) -> int | float:
+        """Epochs done: an int at an epoch's end, else a fraction (``2.25``)."""
+        return self.epoch if not self.batch else round(self.epoch + self.batch / n_batches, 4)
+
+    def position(self) -> str:
+        """Where the run is, in words: ``"epoch 1"`` or ``"epoch 2, batch 5 of the next"``."""
+        if not self.batch:
+            return f"epoch {self.epoch}"
+        return f"epoch {self.epoch} and {self.batch} batches of the next"
 
     def meta(self) -> dict:
-        """The checkpoint's meta after :attr:`epoch` epochs."""
+        """The checkpoint's meta at this point of the run."""
         meta = {
             "task": self.task.name,
             "config": dataclasses.asdict(self.config),
             "seed": self.seed,
             "epoch": self.epoch,
+            "batch": self.batch,
             "history": self.history,
         }
         if self.best is not None:
@@ -173,8 +206,18 @@ class Result:
     final: dict
     model: Any
     data: dict
-    best: Best | None = None  # the selected epoch of a task with ``select``
+    best: Best | None = None  # the selected evaluation of a task with ``select``
     steps: Steps | None = None  # the compiled steps (for evaluating ``state.params`` again)
+    seconds: dict | None = None  # compile / train / eval / total wall seconds of this call
+
+
+class RunExistsError(FileExistsError):
+    """``out_dir`` already holds a run; ``fit`` neither continues nor replaces it unasked."""
+
+    def __init__(self, path: pathlib.Path, found: list[str], hint: str = ""):
+        hint = hint or "pass resume=True to continue it or overwrite=True to replace it"
+        super().__init__(f"{path} already holds a run ({', '.join(found)}): {hint}")
+        self.path, self.found = path, found
 
 
 def fit(
@@ -184,68 +227,67 @@ def fit(
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     max_epochs: int | None = None,
+    eval_every: int | None = None,
+    callbacks: Sequence[Callback] = (),
     init_state_dict=None,
     devices: int | None = None,
+    compilation_cache: str | os.PathLike | None = None,
 ) -> Result:
     """Train ``task`` with ``config`` (default: the task's) and evaluate it.
 
-    ``resume``: continue from ``out_dir``'s checkpoint (same task, seed and config but for
-    :data:`RESUMABLE`). ``devices``: data-parallel on that many devices
-    (:mod:`jaxrnn.parallel`). ``init_state_dict`` (a torch-named ``{name: array}``, e.g. a torch
-    model's ``state_dict()``) replaces the initial params, matched by name. ``max_epochs``
-    stops after that many epochs of this call. A task with ``select`` is evaluated with its
-    best epoch's params (``final["best_epoch"]``); ``Result.state`` is the last epoch's.
+    Args:
+      out_dir: where the run's files go (see the module docs); None writes nothing. A
+        directory that already holds a run is refused (:class:`RunExistsError`) unless
+        ``resume`` (continue from its checkpoint: same task, seed and config but for
+        :data:`RESUMABLE`) or ``overwrite`` (delete its run files and start again).
+      max_epochs: stop after that many epochs of this call (the run can be resumed).
+      eval_every: also evaluate (and checkpoint, and select the best) every that many
+        steps, not only at each epoch's end; a run stopped mid-epoch resumes there.
+      callbacks: :class:`~jaxrnn.callbacks.Callback` objects (``metrics.jsonl`` is always
+        written when there is an ``out_dir``).
+      init_state_dict: a torch-named ``{name: array}`` (e.g. a torch model's
+        ``state_dict()``) replacing the initial params, matched by name.
+      devices: train data-parallel on that many devices (:mod:`jaxrnn.parallel`).
+      compilation_cache: a directory for JAX's persistent compilation cache (process-wide):
+        a second run of the same model loads its compiled steps instead of compiling them.
+
+    A task with ``select`` is evaluated with its best evaluation's params
+    (``final["best_epoch"]``); ``Result.state`` is the last step's.
     """
+    clock = Clock()
     config = checked_config(task, config)
-    out = pathlib.Path(out_dir) if out_dir is not None else None
+    out = prepare_out_dir(out_dir, resume=resume, overwrite=overwrite)
+    if compilation_cache is not None:
+        enable_compilation_cache(compilation_cache)
     data = make_data(task, config, seed)
     steps = make_steps(task, task.model(config), config.compute_dtype)
     run = start_run(steps, config, data, seed, out, resume, init_state_dict)
     mesh = parallel.data_mesh(devices) if devices is not None else None
-    if mesh is not None:
-        run.state = run.state.replace(
-            **parallel.replicate(
-                {
-                    "params": run.state.params,
-                    "opt_state": run.state.opt_state,
-                    "key": run.state.key,
-                },
-                mesh,
-            )
-        )
+    run.state = replicate_state(run.state, mesh)
+    listeners = ([MetricsLog(out)] if out is not None else []) + list(callbacks)
+    for callback in listeners:
+        callback.on_start(run)
+    reports = StepReports(listeners)
     last = config.epochs if max_epochs is None else min(config.epochs, run.epoch + max_epochs)
-    bar = tqdm(desc=task.name, disable=not progress, unit="step", dynamic_ncols=True)
-    t0 = time.time()
-    try:
-        for epoch in range(run.epoch, last):
-            batches = epoch_batches(task, data["train"], config, seed, epoch)
-            show_total(bar, config.epochs, epoch, len(batches))
-            train_metrics = train_one_epoch(steps, run, batches, mesh, bar)
-            row = evaluate_epoch(steps, run, data, train_metrics, time.time() - t0)
-            end_epoch(steps, run, data, row, bar, progress)
-    finally:
-        bar.close()
-    params = (
-        run.best.params
-        if run.best is not None and run.best.params is not None
-        else (run.state.params)
-    )
-    final = task.evaluate(steps, params, data, config) if last == config.epochs else {}
-    if final and run.best is not None:
-        final["best_epoch"] = run.best.epoch
-    if out is not None:
-        write_outputs(steps, config, params, data, run.history, final, out, run.best)
-    return Result(
-        state=run.state,
-        history=run.history,
-        final=final,
-        model=steps.model,
-        data=data,
-        best=run.best,
-        steps=steps,
-    )
+    with tqdm(desc=task.name, disable=not progress, unit="step", dynamic_ncols=True) as bar:
+        while run.epoch < last:
+            batches = epoch_batches(task, data["train"], config, seed, run.epoch)
+            show_total(bar, config.epochs, run, len(batches))
+            for n in chunk_sizes(run.batch, len(batches), int(run.state.step), eval_every):
+                chunk = batches[run.batch : run.batch + n]
+                with clock.phase("train"):
+                    metrics = train_steps(steps, run, chunk, len(batches), mesh, bar, reports)
+                advance(run, n, len(batches))
+                with clock.phase("eval"):
+                    row = evaluate_now(steps, run, data, metrics, len(batches), clock.elapsed())
+                record(steps, run, data, row, bar, listeners, progress and not run.batch)
+    result = finish(steps, run, data, clock, complete=run.epoch == config.epochs)
+    for callback in listeners:
+        callback.on_end(result)
+    return result
 
 
 def checked_config(task: Task, config: TaskConfig | None) -> TaskConfig:
@@ -261,6 +303,30 @@ def checked_config(task: Task, config: TaskConfig | None) -> TaskConfig:
     return config
 
 
+RUN_FILES = (CHECKPOINT, BEST, "metrics.json", METRICS_LOG, "loss.png")
+
+
+def prepare_out_dir(out_dir, *, resume: bool, overwrite: bool) -> pathlib.Path | None:
+    """``out_dir`` as a path, after the rule that keeps a finished run: a directory holding
+    one of :data:`RUN_FILES` needs ``resume`` or ``overwrite``; ``overwrite`` deletes them."""
+    if resume and overwrite:
+        raise ValueError(
+            "resume=True continues the run in out_dir, overwrite=True replaces it: pass one of them"
+        )
+    if out_dir is None:
+        if resume:
+            raise ValueError("resume=True needs the out_dir of the run to continue")
+        return None
+    out = pathlib.Path(out_dir)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not (resume or overwrite):
+        raise RunExistsError(out, found)
+    if overwrite:
+        for name in found:
+            (out / name).unlink()
+    return out
+
+
 def make_data(task: Task, config: TaskConfig, seed: int) -> Dataset:
     """The task's data for ``seed``, with its splits and contents checked."""
     data = task.data(config, np.random.default_rng([seed, 0]))
@@ -270,8 +336,8 @@ def make_data(task: Task, config: TaskConfig, seed: int) -> Dataset:
 
 
 def start_run(steps: Steps, config, data, seed, out, resume: bool, init_state_dict) -> Run:
-    """The run at its first epoch: fresh params (or ``init_state_dict``'s), or — with
-    ``resume`` — the state, history and best epoch of ``out``'s checkpoint."""
+    """The run at its first step: fresh params (or ``init_state_dict``'s), or — with
+    ``resume`` — the state, history and best evaluation of ``out``'s checkpoint."""
     task = steps.task
     params = task.init(steps.model, jax.random.PRNGKey(seed), task.init_batch(data, config))
     if init_state_dict is not None:
@@ -290,9 +356,9 @@ def start_run(steps: Steps, config, data, seed, out, resume: bool, init_state_di
 
 def resume_from_checkpoint(run: Run, params) -> None:
     """Load ``run.out``'s checkpoint into ``run`` (``params``: the structure to restore into)."""
-    if run.out is None or not (run.out / CHECKPOINT).exists():
-        raise FileNotFoundError(f"resume=True: no checkpoint in out_dir={run.out}")
     path = run.out / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"resume=True: no checkpoint in out_dir={run.out}")
     payload, meta = read_checkpoint(path)
     check_resumable(run.task, run.config, run.seed, meta, path)
     if meta["epoch"] > run.config.epochs:
@@ -302,12 +368,21 @@ def resume_from_checkpoint(run: Run, params) -> None:
         )
     state = restore_into(run.state, payload["state"], path, meta)
     run.state = state.replace(step=int(state.step))  # a Python int, as in create: no retrace
-    run.history, run.epoch = meta["history"], meta["epoch"]
-    run.saved_epoch = run.epoch
+    run.history, run.epoch, run.batch = meta["history"], meta["epoch"], meta.get("batch", 0)
+    run.saved = run.position()
     best = run.best
     if best is not None and meta.get("best", {}).get("epoch") is not None:
         best.epoch, best.value = meta["best"]["epoch"], meta["best"]["value"]
+        best.step = meta["best"].get("step")
         best.params = restore_into(params, payload["best"], path, meta)
+
+
+def replicate_state(state: TrainState, mesh) -> TrainState:
+    """The train state replicated over ``mesh``'s devices (as is without a mesh)."""
+    if mesh is None:
+        return state
+    parts = {"params": state.params, "opt_state": state.opt_state, "key": state.key}
+    return state.replace(**parallel.replicate(parts, mesh))
 
 
 def epoch_batches(task: Task, split: Batch, config, seed: int, epoch: int) -> list[Batch]:
@@ -321,95 +396,138 @@ def epoch_batches(task: Task, split: Batch, config, seed: int, epoch: int) -> li
     return batches
 
 
-def show_total(bar, epochs: int, epoch: int, n_batches: int) -> None:
+def chunk_sizes(done: int, total: int, step: int, eval_every: int | None) -> list[int]:
+    """How many of an epoch's ``total`` batches to train between evaluations, from batch
+    ``done`` at global ``step``: up to every multiple of ``eval_every`` and the epoch's end."""
+    if eval_every is not None and (isinstance(eval_every, bool) or eval_every < 1):
+        raise ValueError(f"eval_every must be None or an int >= 1 (steps), got {eval_every!r}")
+    sizes = []
+    while done < total:
+        n = total - done
+        if eval_every:
+            n = min(n, eval_every - step % eval_every)
+        sizes.append(n)
+        done, step = done + n, step + n
+    return sizes
+
+
+def show_total(bar, epochs: int, run: Run, n_batches: int) -> None:
     """Give the progress bar its total once the first epoch is cut into batches."""
     if bar.total is None:
-        bar.total, bar.initial = epochs * n_batches, epoch * n_batches
-        bar.n = bar.last_print_n = bar.initial
+        bar.total = epochs * n_batches
+        bar.initial = bar.n = bar.last_print_n = run.epoch * n_batches + run.batch
         bar.refresh()
 
 
-def train_one_epoch(steps: Steps, run: Run, batches: list[Batch], mesh, bar) -> dict:
-    """One epoch of updates on ``run.state``; its mean training metrics. Raises
+class StepReports:
+    """Feeds each callback with ``every > 0`` its ``on_steps``: the mean training metrics of
+    the steps since its last call, at every multiple of ``every`` (read from the device only
+    then)."""
+
+    def __init__(self, listeners):
+        self.due = [cb for cb in listeners if getattr(cb, "every", 0)]
+        self.sums: list[dict | None] = [None] * len(self.due)
+        self.counts = [0] * len(self.due)
+
+    def add(self, step: int, sums: dict, n: int = 1) -> None:
+        """``sums``: the metrics summed over the ``n`` steps that end at global ``step``."""
+        for i, cb in enumerate(self.due):
+            old = self.sums[i]
+            self.sums[i] = sums if old is None else jax.tree.map(jnp.add, old, sums)
+            self.counts[i] += n
+            if step // cb.every > (step - n) // cb.every:
+                means = {k: float(v) / self.counts[i] for k, v in self.sums[i].items()}
+                cb.on_steps(step, means)
+                self.sums[i], self.counts[i] = None, 0
+
+
+def train_steps(steps: Steps, run: Run, batches: list[Batch], n_batches: int, mesh, bar, reports):
+    """Updates of ``run.state`` on ``batches``, the next of the epoch's ``n_batches`` (of which
+    ``run.batch`` are done); their mean training metrics. Raises
     :class:`NonFiniteError` at a non-finite loss or gradient (no update applied from it on)."""
-    start_step, fault = int(run.state.step), no_fault()
+    start, fault = int(run.state.step), no_fault()
     if run.config.on_device_epoch:
         stacked = stack_batches(batches, run.task.name)
         stacked = stacked if mesh is None else parallel.shard(stacked, mesh, axis=1)
         run.state, metrics, fault = steps.epoch(run.state, stacked, fault)
+        total = jax.tree.map(lambda m: m * len(batches), metrics)
+        reports.add(start + len(batches), total, len(batches))
         bar.update(len(batches))
-        means = {k: float(v) for k, v in metrics.items()}
     else:
-        sums: dict[str, Any] = {}
-        for batch in batches:
+        total = {}
+        for i, batch in enumerate(batches):
             batch = batch if mesh is None else parallel.shard(batch, mesh)
             run.state, metrics, fault = steps.train(run.state, batch, fault)
-            sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
+            total = metrics if not total else jax.tree.map(jnp.add, total, metrics)
+            reports.add(start + i + 1, metrics)
             bar.update(1)
-        means = {k: float(v) / len(batches) for k, v in sums.items()}
-    if int(fault["step"]) != NO_FAULT:  # one read per epoch, with the metrics'
-        raise non_finite_error(
-            run,
-            int(fault["step"]),
-            float(fault["loss"]),
-            batch=int(fault["step"]) - start_step,
-            n_batches=len(batches),
-        )
+    means = {k: float(v) / len(batches) for k, v in total.items()}
+    if int(fault["step"]) != NO_FAULT:  # one read per evaluation, with the metrics'
+        batch = run.batch + int(fault["step"]) - start  # 1-based, in the epoch
+        where = f"epoch {run.epoch + 1}, batch {batch} of {n_batches}"
+        raise non_finite_error(run, int(fault["step"]), float(fault["loss"]), where)
     if not all(math.isfinite(v) for v in means.values()):
         raise FloatingPointError(
-            f"{run.task.name}: non-finite training metrics at epoch {run.epoch + 1} "
-            f"(step {int(run.state.step)}) although every step's loss and gradients were "
-            f"finite: {means}. Nothing was saved for this epoch."
+            f"{run.task.name}: non-finite training metrics before step {int(run.state.step)} "
+            f"although every step's loss and gradients were finite: {means}. Nothing was "
+            "saved for these steps."
         )
     return means
 
 
-def non_finite_error(run: Run, step: int, loss: float, *, batch: int, n_batches: int):
-    """The :class:`NonFiniteError` for a fault at ``step`` (``batch`` of the epoch)."""
+def non_finite_error(run: Run, step: int, loss: float, where: str) -> NonFiniteError:
+    """The :class:`NonFiniteError` for a fault at global ``step`` (``where`` in words)."""
     what = f"loss ({loss})" if not math.isfinite(loss) else f"gradients (loss {loss:.6g})"
     if run.out is None:
         kept = "Nothing was saved (no out_dir)."
-    elif run.saved_epoch is None:
-        kept = f"No checkpoint was written to {run.out}: no epoch finished."
+    elif run.saved is None:
+        kept = f"No checkpoint was written to {run.out}: no evaluation finished."
     else:
         kept = (
-            f"The last good checkpoint, {run.out / CHECKPOINT} (epoch {run.saved_epoch}), "
-            "is kept: fit(..., resume=True) with a lower learning_rate continues from it."
+            f"The last good checkpoint, {run.out / CHECKPOINT} ({run.saved}), is kept: "
+            "fit(..., resume=True) with a lower learning_rate continues from it."
         )
     lr = run.config.learning_rate
     message = (
-        f"{run.task.name}: non-finite {what} at step {step} (epoch {run.epoch + 1}, batch "
-        f"{batch} of {n_batches}, learning_rate={lr:g}); training stopped and no update was "
-        f"applied from that step on. {kept} Try a lower learning rate, e.g. {lr / 10:g}."
+        f"{run.task.name}: non-finite {what} at step {step} ({where}, learning_rate={lr:g}); "
+        f"training stopped and no update was applied from that step on. {kept} Try a lower "
+        f"learning rate, e.g. {lr / 10:g}."
     )
     return NonFiniteError(
         message,
         step=step,
         epoch=run.epoch + 1,
         out_dir=run.out,
-        saved_epoch=run.saved_epoch,
+        checkpoint=run.out / CHECKPOINT if run.saved else None,
         learning_rate=lr,
     )
 
 
-def evaluate_epoch(steps: Steps, run: Run, data: Dataset, train_metrics: dict, seconds) -> dict:
-    """The history row of the epoch just trained: train metrics and the eval split's."""
+def evaluate_now(steps: Steps, run: Run, data: Dataset, train: dict, n_batches: int, seconds):
+    """The history row at this point: train metrics since the last evaluation and the eval
+    split's (``valid``, else ``test``, else ``train``)."""
     name = next(name for name in ("valid", "test", "train") if name in data)
-    batches = run.task.batches(data[name], run.config, None)
-    evals = steps.evaluate(run.state.params, batches)
+    evals = steps.evaluate(run.state.params, run.task.batches(data[name], run.config, None))
     return {
-        "epoch": run.epoch + 1,
+        "epoch": run.progress(n_batches),
         "step": int(run.state.step),
         "time": round(seconds, 3),
-        **{f"train_{k}": v for k, v in train_metrics.items()},
+        **{f"train_{k}": v for k, v in train.items()},
         **{f"{name}_{k}": v for k, v in evals.items()},
     }
 
 
-def end_epoch(steps: Steps, run: Run, data: Dataset, row: dict, bar, progress: bool) -> None:
-    """Record ``row``, keep the best epoch, show progress and write the checkpoint."""
+def advance(run: Run, n: int, n_batches: int) -> None:
+    """``n`` more batches of the current epoch are done."""
+    run.batch += n
+    if run.batch == n_batches:
+        run.epoch, run.batch = run.epoch + 1, 0
+
+
+def record(steps: Steps, run: Run, data: Dataset, row: dict, bar, listeners, report: bool):
+    """Keep ``row``: the history, the best evaluation, the progress bar, the callbacks and the
+    checkpoint; ``report``: print the task's epoch report too."""
     run.history.append(row)
-    run.epoch = row["epoch"]
     best, task = run.best, run.task
     if best is not None and best.update(row, run.state.params) and run.out is not None:
         save_params(run.out / BEST, best.params, run.meta())
@@ -417,13 +535,70 @@ def end_epoch(steps: Steps, run: Run, data: Dataset, row: dict, bar, progress: b
     if key in row:
         shown[key] = row[key]
     bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
-    if progress:
-        report = task.epoch_report(steps, run.state.params, data, run.config, run.epoch)
-        if report:
-            bar.write(f"epoch {run.epoch}: {report}")
+    if report:
+        text = task.epoch_report(steps, run.state.params, data, run.config, run.epoch)
+        if text:
+            bar.write(f"epoch {run.epoch}: {text}")
     if run.out is not None:
-        save_checkpoint(run.out / CHECKPOINT, run.state, run.meta(), best.params if best else None)
-        run.saved_epoch = run.epoch
+        save_checkpoint(run.out / CHECKPOINT, run.state, run.meta(), best and best.params)
+        run.saved = run.position()
+    for callback in listeners:
+        callback.on_evaluation(row)
+
+
+def finish(steps: Steps, run: Run, data: Dataset, clock: Clock, complete: bool) -> Result:
+    """The final evaluation (of the best params, for a task that selects) of a complete
+    run, and its outputs."""
+    best, config = run.best, run.config
+    params = best.params if best is not None and best.params is not None else run.state.params
+    with clock.phase("eval"):
+        final = run.task.evaluate(steps, params, data, config) if complete else {}
+    if final and best is not None:
+        final["best_epoch"] = best.epoch
+    seconds = clock.seconds()
+    if run.out is not None:
+        write_outputs(steps, config, params, data, run.history, final, run.out, best, seconds)
+    return Result(
+        state=run.state,
+        history=run.history,
+        final=final,
+        model=steps.model,
+        data=data,
+        best=best,
+        steps=steps,
+        seconds=seconds,
+    )
+
+
+class Clock:
+    """Wall seconds of a run by phase, with the compiling inside each phase taken out."""
+
+    def __init__(self):
+        self.start, self.compile_start = time.perf_counter(), compile_seconds()
+        self.wall: dict[str, float] = {}
+        self.compile: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        wall, compiling = time.perf_counter(), compile_seconds()
+        try:
+            yield
+        finally:
+            self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
+            compiled = compile_seconds() - compiling
+            self.compile[name] = self.compile.get(name, 0.0) + compiled
+
+    def seconds(self) -> dict[str, float]:
+        """``compile``, ``train`` and ``eval`` (each without its compiling) and ``total``."""
+        total = self.elapsed()
+        out = {"compile": compile_seconds() - self.compile_start}
+        for name in ("train", "eval"):
+            out[name] = self.wall.get(name, 0.0) - self.compile.get(name, 0.0)
+        out["total"] = total
+        return {k: round(v, 3) for k, v in out.items()}
 
 
 def _size(split: Batch) -> int:
@@ -480,8 +655,11 @@ def check_resumable(task: Task, config: TaskConfig, seed: int, meta: dict, path)
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_outputs(steps: Steps, config, params, data, history, final, out: pathlib.Path, best=None):
-    """metrics.json, loss.png and the task's own plots (with the params ``final`` was made with)."""
+def write_outputs(steps: Steps, config, params, data, history, final, out, best, seconds):
+    """metrics.json, loss.png and the task's own plots (with the params ``final`` was made with).
+
+    ``seconds``: this call's wall clock by phase (see :class:`Clock`), as ``"seconds"``.
+    """
     task = steps.task
     out.mkdir(parents=True, exist_ok=True)
     record = {
@@ -489,26 +667,21 @@ def write_outputs(steps: Steps, config, params, data, history, final, out: pathl
         "config": dataclasses.asdict(config),
         "history": history,
         "final": final,
+        "seconds": seconds,
     }
     if best is not None:
         record["best_epoch"] = best.epoch
         record["selected_by"] = {"metric": best.metric, "mode": best.mode, "value": best.value}
-    (out / "metrics.json").write_text(json.dumps(record, indent=2, default=_jsonable))
-    plot_history(history, out / "loss.png", title=task.name, best_epoch=best and best.epoch)
+    (out / "metrics.json").write_text(json.dumps(record, indent=2, default=jsonable))
+    plot_history(history, out / "loss.png", title=task.name, best_step=best and best.step)
     if final:
         task.plot(steps, params, data, config, out)
 
 
-def _jsonable(value):
-    if isinstance(value, (np.generic, jax.Array)):
-        return value.item() if np.ndim(value) == 0 else np.asarray(value).tolist()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
-def plot_history(
-    history: list[dict], path: pathlib.Path, title: str = "", best_epoch: int | None = None
-) -> None:
-    """Loss per epoch (train and eval) as a PNG; the selected epoch marked if given."""
+def plot_history(history: list[dict], path: pathlib.Path, title: str = "", best_step=None):
+    """Train and eval loss per evaluation against the step, on a log scale, as a PNG; the
+    selected evaluation marked. Points are marked too (a one-evaluation run shows a dot); an
+    upper axis counts epochs."""
     if not history:
         return
     import matplotlib
@@ -516,13 +689,19 @@ def plot_history(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [row["epoch"] for row in history]
+    steps = [row["step"] for row in history]
+    marker = "o" if len(history) <= 60 else None
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in [k for k in history[-1] if k.endswith("_loss")]:
-        ax.plot(epochs, [row.get(key, np.nan) for row in history], label=key)
-    if best_epoch is not None:
-        ax.axvline(best_epoch, color="gray", ls="--", label=f"selected (epoch {best_epoch})")
-    ax.set_xlabel("epoch")
+        ax.plot(steps, [row.get(key, np.nan) for row in history], marker=marker, ms=3, label=key)
+    if best_step is not None:
+        ax.axvline(best_step, color="gray", ls="--", label=f"selected (step {best_step})")
+    per_epoch = [(r["step"], r["epoch"]) for r in history if r["epoch"]]
+    if per_epoch:  # steps per epoch, from any evaluation: the epoch axis on top
+        rate = per_epoch[-1][0] / per_epoch[-1][1]
+        top = ax.secondary_xaxis("top", functions=(lambda s: s / rate, lambda e: e * rate))
+        top.set_xlabel("epoch")
+    ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.set_title(title)

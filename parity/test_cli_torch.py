@@ -87,6 +87,25 @@ def test_exported_trained_run_computes_what_jaxrnn_computes(tmp_path):
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-5 * max(1, np.abs(theirs).max()))
 
 
+def test_safetensors_round_trip_with_the_torch_model_needs_no_pickle(tmp_path):
+    """torch writes safetensors, jaxrnn trains from them (lr 0) and exports safetensors, which
+    torch loads back with ``safetensors.torch`` (no pickle anywhere): the same tensors."""
+    from safetensors.torch import load_file, save_file
+
+    net = _reference()
+    save_file(net.state_dict(), tmp_path / "init.safetensors")
+    run, out = tmp_path / "run", tmp_path / "out.safetensors"
+    sets = [*SETS, "--set", "learning_rate=0", "--init-from", str(tmp_path / "init.safetensors")]
+    assert cli.main(["train", "index-recall", "--out", str(run), *sets]) == 0
+    assert cli.main(["export", "--checkpoint", str(run), "--to-safetensors", str(out)]) == 0
+    back = _reference()
+    for p in back.parameters():
+        torch.nn.init.zeros_(p)
+    back.load_state_dict(load_file(out))  # strict
+    for name, value in net.state_dict().items():
+        assert torch.equal(back.state_dict()[name], value), name
+
+
 def test_state_dict_of_another_model_is_refused_with_the_keys(tmp_path, capsys):
     torch.save(torch.nn.LSTM(8, 16).state_dict(), tmp_path / "lstm.pt")
     args = [

@@ -56,7 +56,7 @@ def _train(task: str, out, *extra: str) -> dict:
 @pytest.mark.parametrize("task", sorted(TINY))
 def test_tiny_run_through_cli(task, tmp_path):
     record = _train(task, tmp_path)
-    assert set(record) == {"task", "config", "history", "final"}
+    assert set(record) == {"task", "config", "history", "final", "seconds"}
     assert record["task"] == task
     history = record["history"]
     assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
