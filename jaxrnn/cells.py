@@ -63,6 +63,98 @@ class CellWeights(NamedTuple):
     weight_hr: Array | None = None  # [P, H], LSTM projection only
 
 
+WEIGHT_NAMES = CellWeights._fields  # torch's state_dict order within one direction
+FORGET = 1  # the forget gate's block in LSTM's gate order i, f, g, o
+
+
+class Inits(NamedTuple):
+    """How parameters start. ``None`` keeps torch's default, U(-1/√H, 1/√H), drawn exactly as
+    before (same keys, same numbers).
+
+    ``kernel`` (``weight_ih`` and ``weight_hr``), ``recurrent`` (``weight_hh``) and ``bias``
+    (``bias_ih``, ``bias_hh``) are Flax initializers ``(key, shape, dtype) -> array``. A weight
+    initializer is called in Flax's layout ``[in, out]`` once per gate block ``[in, H]`` (each
+    with its own key; so ``nn.initializers.orthogonal()`` makes every gate's ``W_h*``
+    orthogonal, as in ``flax.linen.LSTMCell``) and the blocks are transposed into torch's
+    ``[G·H, in]``. A bias initializer gets the whole ``[G·H]``.
+
+    ``forget_bias`` (LSTM only) is added to the forget-gate block ``f`` of ``bias_hh`` (rows
+    ``H:2H``) after its initializer: torch adds ``b_if + b_hf``, so the gate's bias is shifted
+    by ``forget_bias`` (and equals it with ``bias=nn.initializers.zeros``).
+    """
+
+    kernel: Callable | None = None
+    recurrent: Callable | None = None
+    bias: Callable | None = None
+    forget_bias: float | None = None
+
+    def of(self, name: str, hidden_size: int, gates: int) -> Callable:
+        """The initializer of one of :data:`WEIGHT_NAMES`, for torch's shape of it."""
+        chosen = {
+            "weight_ih": self.kernel,
+            "weight_hh": self.recurrent,
+            "bias_ih": self.bias,
+            "bias_hh": self.bias,
+            "weight_hr": self.kernel,
+        }[name]
+        if chosen is None:
+            init = torch_uniform(1.0 / math.sqrt(hidden_size))
+        elif name.startswith("weight"):
+            init = per_gate(chosen, 1 if name == "weight_hr" else gates)
+        else:
+            init = chosen
+        if name == "bias_hh" and self.forget_bias is not None:
+            init = shifted_block(init, FORGET, gates, self.forget_bias)
+        return init
+
+    def check(self, *, kind: str, bias: bool) -> None:
+        """``forget_bias`` needs an LSTM with biases."""
+        if self.forget_bias is None:
+            return
+        if kind != "lstm":
+            raise ValueError(f"forget_bias is for LSTMs only, got kind {kind!r}")
+        if not bias:
+            raise ValueError("forget_bias needs bias=True (it is added to bias_hh)")
+
+
+def per_gate(init: Callable, gates: int) -> Callable:
+    """A Flax weight initializer (layout ``[in, out]``) → one for torch's ``[G·H, in]``, called
+    once per gate block ``[in, H]`` with its own key (the key as is when ``G = 1``)."""
+
+    def init_blocks(key, shape, dtype=jnp.float32):
+        rows, cols = shape  # [G·H, in]
+        if gates == 1:
+            return init(key, (cols, rows), dtype).T
+        keys = jax.random.split(key, gates)
+        return jnp.concatenate([init(k, (cols, rows // gates), dtype).T for k in keys])
+
+    return init_blocks
+
+
+def shifted_block(init: Callable, block: int, gates: int, shift: float) -> Callable:
+    """``init`` with ``shift`` added to block ``block`` of ``G`` (e.g. LSTM's forget bias)."""
+
+    def init_shifted(key, shape, dtype=jnp.float32):
+        value = init(key, shape, dtype)
+        size = shape[0] // gates
+        return value.at[block * size : (block + 1) * size].add(jnp.asarray(shift, dtype))
+
+    return init_shifted
+
+
+def weight_shapes(
+    *, input_size: int, hidden_size: int, gates: int, bias: bool = True, proj_size: int = 0
+) -> dict[str, tuple[int, ...]]:
+    """One direction's parameters in torch's state_dict order: name → torch shape."""
+    G, H, real_hidden = gates, hidden_size, proj_size or hidden_size
+    shapes = {"weight_ih": (G * H, input_size), "weight_hh": (G * H, real_hidden)}
+    if bias:
+        shapes |= {"bias_ih": (G * H,), "bias_hh": (G * H,)}
+    if proj_size:
+        shapes["weight_hr"] = (proj_size, H)
+    return shapes
+
+
 def make_weights(
     module: nn.Module,
     *,
@@ -73,21 +165,26 @@ def make_weights(
     proj_size: int = 0,
     suffix: str = "",
     param_dtype: Dtype = jnp.float32,
+    inits: Inits | None = None,
 ) -> CellWeights:
     """Create (or fetch) one direction's parameters on ``module`` under torch's names.
 
     The order of creation is torch's state_dict order: ``weight_ih, weight_hh, bias_ih,
-    bias_hh, weight_hr``; ``suffix`` is e.g. ``"_l1_reverse"`` (empty for a cell).
+    bias_hh, weight_hr``; ``suffix`` is e.g. ``"_l1_reverse"`` (empty for a cell); ``inits``
+    (:class:`Inits`, ``None``: torch's) says how they start.
     """
-    init = torch_uniform(1.0 / math.sqrt(hidden_size))
-    real_hidden = proj_size or hidden_size
-    p = lambda name, shape: module.param(name + suffix, init, shape, param_dtype)  # noqa: E731
-    weight_ih = p("weight_ih", (gates * hidden_size, input_size))
-    weight_hh = p("weight_hh", (gates * hidden_size, real_hidden))
-    bias_ih = p("bias_ih", (gates * hidden_size,)) if bias else None
-    bias_hh = p("bias_hh", (gates * hidden_size,)) if bias else None
-    weight_hr = p("weight_hr", (proj_size, hidden_size)) if proj_size else None
-    return CellWeights(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    inits = inits or Inits()
+    shapes = weight_shapes(
+        input_size=input_size, hidden_size=hidden_size, gates=gates, bias=bias, proj_size=proj_size
+    )
+    return CellWeights(
+        **{
+            name: module.param(
+                name + suffix, inits.of(name, hidden_size, gates), shape, param_dtype
+            )
+            for name, shape in shapes.items()
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- pure steps
@@ -391,25 +488,122 @@ def output_of(carry) -> Array:
     return carry[0] if isinstance(carry, tuple) else carry
 
 
+# ----------------------------------------------------------------------------- carries
+
+
+def check_carry(carry, batch_shape: tuple[int, ...], *, states: int, sizes, name="carry"):
+    """Refuse a carry that does not fit: its structure, batch and width, named.
+
+    ``states``: arrays in the carry (1: ``h``, 2: LSTM's ``(h, c)``); ``sizes``: each one's
+    width; ``batch_shape``: ``x.shape[:-1]``. Without this check a bare array given to an LSTM
+    cell with a batch of 2 is unpacked as ``(h, c)`` along its batch rows, and a batch of 1
+    broadcasts against any batch.
+    """
+    parts = ("h", "c")[:states]
+    want = " and ".join(f"{p} {list(batch_shape) + [n]}" for p, n in zip(parts, sizes))
+    if states > 1 and not isinstance(carry, (tuple, list)):
+        got = f"an array of shape {tuple(carry.shape)}" if hasattr(carry, "shape") else carry
+        raise TypeError(f"{name} must be a pair ({', '.join(parts)}): {want}; got {got}")
+    if states == 1 and isinstance(carry, (tuple, list)):
+        raise TypeError(f"{name} must be one array h {want[2:]}; got a {type(carry).__name__}")
+    arrays = tuple(carry) if states > 1 else (carry,)
+    if len(arrays) != states:
+        raise ValueError(f"{name} must be a pair ({', '.join(parts)}); got {len(arrays)} arrays")
+    for part, array, size in zip(parts, arrays, sizes):
+        label = f"{name}[{parts.index(part)}] ({part})" if states > 1 else name
+        if not hasattr(array, "shape"):
+            raise TypeError(f"{label} must be an array, got {type(array).__name__}")
+        expected = (*batch_shape, size)
+        if tuple(array.shape) != expected:
+            raise ValueError(
+                f"{label} must have shape {expected} = [*batch, hidden_size] (x has batch "
+                f"shape {tuple(batch_shape)}); got {tuple(array.shape)}"
+            )
+
+
+def cell_step(kind: Kind, carry, x: Array, w: CellWeights, hidden_size: int):
+    """A cell's step ``(carry, x) -> (carry', y)``: the carry checked (:func:`check_carry`),
+    then ``carry' = kind.step(carry, x @ W_ihᵀ + b_ih, w)`` and ``y = h'``. x: ``[*B, I]``."""
+    check_carry(carry, x.shape[:-1], states=kind.states, sizes=(hidden_size,) * 2)
+    carry = kind.step(carry, affine(x, w.weight_ih, w.bias_ih), w)
+    return carry, output_of(carry)
+
+
+# ----------------------------------------------------------------------------- positional hint
+
+
+class KeywordsOnly:
+    """A mixin for Flax modules with keyword-only fields: positional arguments raise a
+    ``TypeError`` that shows the keyword call (and torch's positional one, on jaxrnn.nnx)."""
+
+    nnx_call: ClassVar[str | None] = None  # e.g. "LSTM(input_size, hidden_size, ..., rngs=...)"
+    example: ClassVar[str] = "hidden_size=..."
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            if args:
+                raise TypeError(positional_hint(type(self), args))
+            init(self, **kw)
+
+        cls.__init__ = __init__
+
+
+def positional_hint(cls, args: tuple) -> str:
+    """The error for ``cls(*args)``: fields are keywords; torch's order is jaxrnn.nnx's."""
+    name = cls.__name__
+    hint = (
+        f"jaxrnn.{name} takes keyword arguments only, got {len(args)} positional "
+        f"{args!r}: write jaxrnn.{name}({cls.example}, ...) (a Flax linen module: input_size "
+        "is read from x)"
+    )
+    if cls.nnx_call:
+        hint += f"; for torch's positional order use jaxrnn.nnx.{cls.nnx_call}"
+    return hint
+
+
 # ----------------------------------------------------------------------------- linen cells
 
 
-class _Cell(nn.Module, kw_only=True):
+class _Cell(KeywordsOnly, nn.RNNCellBase, kw_only=True):
     """A single step with torch's RNNCell parameter names (``weight_ih``, ``weight_hh``, …).
 
-    ``__call__(carry, x) -> (carry, y)`` with x: ``[B, I]`` (or ``[I]``); y is the new ``h``.
+    A ``flax.linen.RNNCellBase``: it runs inside ``flax.linen.RNN`` and ``jaxrnn.Recurrent``.
+    ``kernel_init``, ``recurrent_kernel_init`` and ``bias_init`` (``None``: torch's
+    U(-1/√H, 1/√H)) are described in :class:`Inits`.
     """
 
     hidden_size: int
     bias: bool = True
     param_dtype: Dtype = jnp.float32
+    kernel_init: Callable | None = None
+    recurrent_kernel_init: Callable | None = None
+    bias_init: Callable | None = None
 
     kind: ClassVar[str]  # a key of KINDS: a class constant, or a property (RNNCell)
     proj_size = 0
+    forget_bias = None
 
     @nn.compact
     def __call__(self, carry, x: Array):
+        """One step ``(carry, x) -> (carry', y)``.
+
+        Args:
+          carry: ``h [*B, H]``, for :class:`LSTMCell` the pair ``(h, c)``; zeros from
+            :meth:`initialize_carry`. Its structure, batch and width are checked.
+          x: ``[*B, I]`` (a batch ``[B, I]``, or one input ``[I]``).
+
+        Returns:
+          ``(carry', y)``: the new carry (same structure) and ``y = h' [*B, H]``.
+        """
         kind = KINDS[self.kind]
+        inits = Inits(
+            self.kernel_init, self.recurrent_kernel_init, self.bias_init, self.forget_bias
+        )
+        inits.check(kind=kind.name, bias=self.bias)
         w = make_weights(
             self,
             input_size=x.shape[-1],
@@ -418,10 +612,11 @@ class _Cell(nn.Module, kw_only=True):
             bias=self.bias,
             proj_size=self.proj_size,
             param_dtype=self.param_dtype,
+            inits=inits,
         )
-        carry = kind.step(carry, affine(x, w.weight_ih, w.bias_ih), w)
-        return carry, output_of(carry)
+        return cell_step(kind, carry, x, w, self.hidden_size)
 
+    @nn.nowrap
     def initialize_carry(self, key, input_shape: tuple[int, ...], dtype: Dtype = None):
         """Zero state for inputs of shape ``[..., I]`` (``key`` unused, kept for Flax's API):
         ``h``, or a tuple of the kind's state arrays (LSTM: ``(h, c)``)."""
@@ -430,6 +625,11 @@ class _Cell(nn.Module, kw_only=True):
         h = jnp.zeros((*input_shape[:-1], self.hidden_size), dtype)
         states = KINDS[self.kind].states
         return h if states == 1 else (h,) * states
+
+    @property
+    def num_feature_axes(self) -> int:
+        """One feature axis (``I``), as ``flax.linen.RNN`` asks of its cells."""
+        return 1
 
 
 class LinearCell(_Cell, kw_only=True):
@@ -442,6 +642,7 @@ class RNNCell(_Cell, kw_only=True):
     """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``, as ``torch.nn.RNNCell``."""
 
     nonlinearity: str = "tanh"
+    nnx_call = "RNNCell(input_size, hidden_size, bias=True, nonlinearity='tanh', *, rngs)"
 
     @property
     def kind(self) -> str:
@@ -449,12 +650,19 @@ class RNNCell(_Cell, kw_only=True):
 
 
 class LSTMCell(_Cell, kw_only=True):
-    """One LSTM step as ``torch.nn.LSTMCell``; carry ``(h, c)``, see :func:`lstm_core`."""
+    """One LSTM step as ``torch.nn.LSTMCell``; carry ``(h, c)``, see :func:`lstm_core`.
 
+    ``forget_bias`` is added to the forget gate's block of ``bias_hh`` at init (see
+    :class:`Inits`).
+    """
+
+    forget_bias: float | None = None
     kind = "lstm"
+    nnx_call = "LSTMCell(input_size, hidden_size, bias=True, *, rngs)"
 
 
 class GRUCell(_Cell, kw_only=True):
     """One GRU step as ``torch.nn.GRUCell``; see :func:`gru_core`."""
 
     kind = "gru"
+    nnx_call = "GRUCell(input_size, hidden_size, bias=True, *, rngs)"

@@ -65,28 +65,78 @@ def lookup(table: Array, ids: Array) -> Array:
     return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
 
 
+def padding_index(padding_idx, num_embeddings: int) -> int | None:
+    """torch's ``padding_idx`` checked and made non-negative (``-1`` is the last row)."""
+    if padding_idx is None:
+        return None
+    if not isinstance(padding_idx, (int, np.integer)) or isinstance(padding_idx, bool):
+        raise TypeError(f"padding_idx must be None or an int, got {padding_idx!r}")
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ValueError(
+            f"padding_idx must be in [-{num_embeddings}, {num_embeddings}) "
+            f"(num_embeddings={num_embeddings}), got {padding_idx}"
+        )
+    return int(padding_idx) % num_embeddings
+
+
+def zero_row(init: Callable, row: int | None) -> Callable:
+    """``init`` with row ``row`` set to zeros (torch's padding row); the same key use."""
+    if row is None:
+        return init
+
+    def init_padded(key, shape, dtype=jnp.float32):
+        return init(key, shape, dtype).at[row].set(0)
+
+    return init_padded
+
+
+def embed(table: Array, ids: Array, padding_idx: int | None = None) -> Array:
+    """``table[ids]`` as ``torch.nn.Embedding``: table ``[V, F]``, ids ``[...]`` → ``[..., F]``.
+
+    An out-of-range id gives a NaN row (:func:`lookup`). The row ``padding_idx`` (non-negative,
+    see :func:`padding_index`) is looked up as is but gets no gradient: where ``ids ==
+    padding_idx`` the output is ``stop_gradient``-ed, as torch zeroes that row's gradient.
+    """
+    out = lookup(table, ids)
+    if padding_idx is None:
+        return out
+    return jnp.where((ids == padding_idx)[..., None], jax.lax.stop_gradient(out), out)
+
+
 class Embed(nn.Module, kw_only=True):
     """``torch.nn.Embedding``: a ``[num_embeddings, features]`` table, initialised ``N(0, 1)``.
 
     The parameter is called ``embedding`` (as ``flax.linen.Embed``); ``jaxrnn.interop`` maps it
-    to torch's ``weight``. ``ids: [...]`` ints → ``[..., features]``.
+    to torch's ``weight``. ``padding_idx`` is torch's: that row starts at zero and gets no
+    gradient (it is still looked up, whatever it holds); negative values count from the end.
     """
 
     num_embeddings: int
     features: int
+    padding_idx: int | None = None
     param_dtype: Any = jnp.float32
     embedding_init: Callable = nn.initializers.normal(stddev=1.0)
 
     @nn.compact
     def __call__(self, ids) -> Array:
+        """Look up token ids.
+
+        Args:
+          ids: ``[...]`` integers in ``[0, num_embeddings)`` (checked when concrete; under
+            ``jit`` a bad id gives a NaN row).
+
+        Returns:
+          ``[..., features]``: ``embedding[ids]``.
+        """
         check_ids(ids, self.num_embeddings)
+        padding_idx = padding_index(self.padding_idx, self.num_embeddings)
         table = self.param(
             "embedding",
-            self.embedding_init,
+            zero_row(self.embedding_init, padding_idx),
             (self.num_embeddings, self.features),
             self.param_dtype,
         )
-        return lookup(table, jnp.asarray(ids))
+        return embed(table, jnp.asarray(ids), padding_idx)
 
 
 def checked(fn: Callable) -> Callable:

@@ -98,10 +98,37 @@ def recurrent_scan(
     * The forward saves the activated gates, so the backward loop is products only; autodiff
       would recompute (or save and re-read) every sigmoid and tanh.
 
-    A ``jax.custom_vjp``: reverse-mode only (``jax.grad``, ``jax.vjp``); forward mode
-    (``jax.jvp``, ``jax.hessian``) needs :func:`masked_scan`.
+    A ``jax.custom_vjp``, which forward-mode autodiff cannot differentiate: when ``jax.jvp``,
+    ``jax.jacfwd``, ``jax.linearize`` or a forward-over-reverse transform (``jax.hessian``)
+    traces the inputs, the same loop runs as :func:`masked_scan` under plain autodiff instead
+    (same numbers). One case cannot be seen from here: ``jax.jvp`` of a function jitted
+    *before* the jvp (``jax.jvp(jax.jit(f), ...)``) meets JAX's own error; jit the jvp
+    (``jax.jit(lambda x: jax.jvp(f, ...))``) or use plain autodiff (the layers'
+    ``fused_backward=False``).
     """
+    if forward_mode(carry, gx, weight_hh, bias_hh):
+
+        def step(carry, g):
+            return core.fwd(carry, g, affine(output_of(carry), weight_hh, bias_hh))[0]
+
+        return masked_scan(step, carry, gx, mask, reverse=reverse, unroll=unroll)
     return _recurrent_scan(core, reverse, unroll, carry, gx, weight_hh, bias_hh, mask)
+
+
+def forward_mode(*trees) -> bool:
+    """Whether forward-mode autodiff traces any leaf of ``trees``: a ``jax.jvp`` tracer
+    (``jvp``, ``jacfwd``, and the outer transform of ``hessian``) or a ``jax.linearize`` one,
+    found through the tracers of other transforms (``vmap``'s, reverse mode's) wrapped around
+    it. Reverse mode alone (``grad``, ``vjp``) is not forward mode."""
+    for leaf in jax.tree.leaves(trees):
+        while isinstance(leaf, jax.core.Tracer):
+            kind = type(leaf).__name__
+            if kind == "JVPTracer":
+                return True
+            if kind == "LinearizeTracer" and not getattr(leaf._trace, "is_vjp", True):
+                return True
+            leaf = getattr(leaf, "primal", getattr(leaf, "val", None))
+    return False
 
 
 def _select(m, new, old):

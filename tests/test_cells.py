@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -260,3 +261,33 @@ def test_kinds_table():
     assert [cell.kind for cell in rnn_cells] == ["rnn_tanh", "rnn_relu"]
     with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"):
         cells.elman_kind("sigmoid")
+
+
+# ----------------------------------------------------------------------------- flax.linen.RNN
+
+
+def test_cells_are_flax_rnn_cells():
+    assert all(issubclass(c, nn.RNNCellBase) for c in (jaxrnn.LSTMCell, jaxrnn.GRUCell))
+    assert jaxrnn.RNNCell(hidden_size=H).num_feature_axes == 1
+
+
+def test_flax_rnn_of_lstm_cell_equals_the_lstm_layer(x64, rng):
+    """``flax.linen.RNN(jaxrnn.LSTMCell(...))`` runs, and gives jaxrnn.LSTM's numbers."""
+    x = randn(rng, B, 6, I)  # flax.linen.RNN is batch-major by default
+    rnn = nn.RNN(jaxrnn.LSTMCell(hidden_size=H, param_dtype=jnp.float64), return_carry=True)
+    variables = init_random(rnn, x, seed=7)
+    (h, c), out = rnn.apply(variables, x)  # jaxrnn's carry: (h, c)
+    params = {k + "_l0": v for k, v in variables["params"]["cell"].items()}
+    ref, (h_n, c_n) = jaxrnn.LSTM(hidden_size=H, batch_first=True).apply({"params": params}, x)
+    assert_close(out, ref, TOL64, "output")
+    assert_close(h, h_n[0], TOL64, "h")
+    assert_close(c, c_n[0], TOL64, "c")
+
+
+def test_flax_bidirectional_of_gru_cells_runs():
+    x = jnp.ones((B, 6, I))
+    layer = nn.Bidirectional(
+        nn.RNN(jaxrnn.GRUCell(hidden_size=H)), nn.RNN(jaxrnn.GRUCell(hidden_size=H))
+    )
+    out = jax.eval_shape(lambda: layer.init_with_output(jax.random.key(0), x)[0])
+    assert out.shape == (B, 6, 2 * H)

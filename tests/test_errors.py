@@ -347,3 +347,93 @@ def test_check_ids_directly():
         jaxrnn.check_ids(np.array([0, 7]), 7, name="tokens")
     with pytest.raises(TypeError, match="tokens must be integer"):
         jaxrnn.check_ids(np.array([0.0]), 7, name="tokens")
+
+
+# ----------------------------------------------------------------------------- cell carries
+
+
+@pytest.fixture(scope="module")
+def lstm_cell():
+    cell = jaxrnn.LSTMCell(hidden_size=H)
+    x = jnp.ones((2, I))
+    return cell, cell.init(jax.random.key(0), cell.initialize_carry(None, x.shape), x), x
+
+
+def test_lstm_cell_refuses_a_bare_array_carry(lstm_cell):
+    """A [2, H] array with batch 2 would unpack as (h, c) along the batch rows."""
+    cell, variables, x = lstm_cell
+    with pytest.raises(
+        TypeError, match=rf"carry must be a pair \(h, c\).*got an array of shape \(2, {H}\)"
+    ):
+        cell.apply(variables, jnp.zeros((2, H)), x)
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["batch1_broadcast", "batch3"])
+def test_lstm_cell_refuses_a_carry_of_another_batch(lstm_cell, batch):
+    cell, variables, x = lstm_cell
+    carry = (jnp.zeros((batch, H)), jnp.zeros((2, H)))
+    expected = rf"carry\[0\] \(h\) must have shape \(2, {H}\).*got \({batch}, {H}\)"
+    with pytest.raises(ValueError, match=expected):
+        cell.apply(variables, carry, x)
+
+
+def test_cell_carry_of_the_wrong_width(lstm_cell):
+    cell, variables, x = lstm_cell
+    with pytest.raises(ValueError, match=rf"carry\[1\] \(c\) must have shape \(2, {H}\).*hidden"):
+        cell.apply(variables, (jnp.zeros((2, H)), jnp.zeros((2, H + 1))), x)
+
+
+def test_gru_cell_carry_is_one_array():
+    cell = jaxrnn.GRUCell(hidden_size=H)
+    x = jnp.ones((2, I))
+    variables = jax.eval_shape(cell.init, jax.random.key(0), jnp.zeros((2, H)), x)
+    with pytest.raises(TypeError, match=r"carry must be one array h \[2, 11\]; got a tuple"):
+        cell.apply(variables, (jnp.zeros((2, H)),), x)
+    with pytest.raises(ValueError, match=r"carry must have shape \(2, 11\).*got \(1, 11\)"):
+        cell.apply(variables, jnp.zeros((1, H)), x)
+    with pytest.raises(TypeError, match="carry must be an array, got float"):
+        cell.apply(variables, 0.0, x)
+
+
+# ----------------------------------------------------------------------------- hints
+
+
+@pytest.mark.parametrize(
+    "make, hint",
+    [
+        (lambda: jaxrnn.LSTM(10, 20), r"jaxrnn\.LSTM\(hidden_size=.*jaxrnn\.nnx\.LSTM\(input_size"),
+        (lambda: jaxrnn.GRU(10), r"jaxrnn\.GRU\(hidden_size=.*jaxrnn\.nnx\.GRU\(input_size"),
+        (lambda: jaxrnn.GRUCell(10), r"jaxrnn\.nnx\.GRUCell\(input_size, hidden_size"),
+        (lambda: jaxrnn.LinearRNN(10), r"jaxrnn\.LinearRNN\(hidden_size=\.\.\., \.\.\.\)"),
+    ],
+    ids=["LSTM", "GRU", "GRUCell", "LinearRNN"],
+)
+def test_positional_arguments_get_a_hint(make, hint):
+    with pytest.raises(TypeError, match=r"keyword arguments only, got \d positional.*" + hint):
+        make()
+
+
+def test_lengths_of_size_T_hint_at_batch_first():
+    module = jaxrnn.GRU(hidden_size=H)  # x read as [T, B, I]: a [B, T, I] x gives T=B
+    x = jnp.zeros((B, T, I))  # meant batch-first: 3 sequences of 9 steps
+    variables = jax.eval_shape(module.init, jax.random.key(0), x)
+    with pytest.raises(
+        ValueError,
+        match=rf"lengths must have shape \[{T}\].*got \({B},\).*"
+        r"one entry per time step.*batch_first=True",
+    ):
+        jax.eval_shape(lambda v: module.apply(v, x, lengths=np.full(B, 2)), variables)
+
+
+def test_hx_dtype_error_names_the_compute_dtype(gru):
+    module, variables = gru
+    bf16 = module.clone(dtype=jnp.bfloat16)
+    x, hx = jnp.zeros((T, B, I)), jnp.zeros((4, B, H))
+    with pytest.raises(
+        TypeError,
+        match=r"the input is bfloat16: the layer computes in bfloat16 "
+        r"\(dtype=bfloat16\)",
+    ):
+        bf16.apply(variables, x, hx)
+    with pytest.raises(TypeError, match=r"computes in float32 \(x's dtype, as dtype=None\)"):
+        module.apply(variables, x, hx.astype(jnp.float16))
