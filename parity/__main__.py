@@ -1,6 +1,7 @@
 """``python -m parity``: the parity report of jaxrnn against torch.nn, as tables.
 
-Two tables: the torch.nn layer configurations (parity/cases.py), then the task models (each
+Three tables: the torch.nn layer configurations (parity/cases.py) against jaxrnn's linen
+layers, the same configurations against its NNX layers (jaxrnn.nnx), then the task models (each
 jaxrnn task model against its seed's torch model, and charlm's Markov baseline against the
 seed's dict version, parity/tasks.py). One row per configuration or model and dtype with the
 worst relative error of each check, PASS/FAIL, then the worst error per check per dtype.
@@ -9,12 +10,13 @@ Exits 1 if any check fails.
     python -m parity              every case and task model, float64 and float32
     python -m parity --quick      a handful of each
     python -m parity -k lstm-L3   only the rows whose id contains the substring
-    python -m parity --only tasks one table (layers | tasks)
+    python -m parity --only tasks one table (layers | nnx | tasks)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -77,12 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         "copy-masked-f32) contains SUBSTRING",
     )
     parser.add_argument(
-        "--only", choices=("layers", "tasks"), help="one table: torch.nn layers, or the task models"
+        "--only",
+        choices=("layers", "nnx", "tasks"),
+        help="one table: torch.nn layers vs jaxrnn's linen layers, vs its NNX layers, or the "
+        "task models",
     )
     args = parser.parse_args(argv)
 
     runs = [(c, d) for c in (QUICK if args.quick else CASES) for d in DTYPES]
-    runs = [(c, d) for c, d in runs if args.k in case_id(c, d)] if args.only != "tasks" else []
+    runs = [(c, d) for c, d in runs if args.k in case_id(c, d)]
+    layer_runs = runs if args.only in (None, "layers") else []
+    nnx_runs = runs if args.only in (None, "nnx") else []
     entries = [e for e in tasks.ROWS if not args.quick or e.id in tasks.QUICK]
     task_runs = [
         (e, d)
@@ -90,16 +97,20 @@ def main(argv: list[str] | None = None) -> int:
         for d in DTYPES
         if d in tasks.row_dtypes(e) and args.k in tasks.task_id(e, d)
     ]
-    task_runs = task_runs if args.only != "layers" else []
-    if not runs and not task_runs:
+    task_runs = task_runs if args.only in (None, "tasks") else []
+    if not layer_runs and not nnx_runs and not task_runs:
         print(f"no case matches -k {args.k!r}", file=sys.stderr)
         return 2
 
     torch.set_num_threads(1)  # tiny tensors: no thread contention with XLA
     warnings.filterwarnings("ignore", "LSTM with projections is not supported")  # torch's
-    failed = layer_table(runs) if runs else []
+    failed = layer_table(layer_runs) if layer_runs else []
+    if nnx_runs:
+        if layer_runs:
+            print()
+        failed += layer_table(nnx_runs, impl="nnx")
     if task_runs:
-        if runs:
+        if layer_runs or nnx_runs:
             print()
         failed += task_table(task_runs)
     if failed:
@@ -107,14 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def layer_table(runs) -> list[str]:
-    """The table of torch.nn configurations; returns the labels of failed runs."""
+def layer_table(runs, impl: str = "linen") -> list[str]:
+    """The table of torch.nn configurations against jaxrnn's ``impl`` layers (``"linen"`` or
+    ``"nnx"``); returns the labels of failed runs."""
+    what = "jaxrnn" if impl == "linen" else "jaxrnn.nnx"
     title = (
-        f"jaxrnn vs torch {torch.__version__}: max |Δ| / max(1, max|ref|) per tensor; "
+        f"{what} vs torch {torch.__version__}: max |Δ| / max(1, max|ref|) per tensor; "
         f"tolerance float64 {checks.TOL['float64']:.0e}, float32 "
         f"{checks.TOL['float32']:.0e}; names and roundtrip exact; ! = fails"
     )
-    return table(title, "config", "runs", runs, case_id, checks.run_case, COLUMNS, checks.passed)
+    run = functools.partial(checks.run_case, impl=impl)
+    label = case_id if impl == "linen" else lambda c, d: f"{case_id(c, d)}-nnx"
+    return table(title, "config", "runs", runs, label, run, COLUMNS, checks.passed)
 
 
 def task_table(runs) -> list[str]:

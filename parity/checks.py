@@ -1,12 +1,14 @@
 """The parity checks of one configuration: jaxrnn against torch.nn, as max errors per check.
 
-``run_case(case, dtype)`` builds the torch module with random values in every parameter
-(biases included), converts it with ``jaxrnn.from_torch`` and compares, per tensor, with the
+``run_case(case, dtype, impl)`` builds the torch module with random values in every parameter
+(biases included), converts it with ``jaxrnn.from_torch`` (``impl="nnx"``:
+``jaxrnn.nnx.from_torch``, the NNX layers) and compares, per tensor, with the
 error ``max|Δ| / max(1, max|ref|)`` (NaN on either side is NaN, a shape or dtype mismatch
 is inf):
 
   names      jaxrnn ``init(...)["params"]`` keys, order, shapes and dtypes == torch
-             ``state_dict()`` (0 when equal, inf otherwise)
+             ``state_dict()`` (0 when equal, inf otherwise); NNX: the keys of
+             ``params_to_state_dict(nnx.state(model, nnx.Param))`` (sorted, as nnx sorts them)
   out        output, eager                       out_jit   output under ``jax.jit``
   h_n        final states (LSTM: h_n and c_n)    h_n_jit   the same under ``jax.jit``
   grads      d loss / d (every parameter, x, hx) for loss = Σ out·R₁ + Σ h_n·R₂ (+ Σ c_n·R₃)
@@ -34,14 +36,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
+from flax import nnx
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import jaxrnn
 
+# The errors and tolerances are jaxrnn.verify's, one definition for the suite and for users'
+# ports: rel_err = max|got - ref| / max(1, max|ref|) (NaN if either holds a NaN, inf on a shape
+# or dtype mismatch), mismatch (how shapes or dtypes differ), worst (the largest rel_err over
+# {name: (got, ref)} and where), TOL (per tensor: float64 1e-10, float32 2e-5).
+from jaxrnn.verify import TOLERANCES as TOL
+from jaxrnn.verify import mismatch, worst  # noqa: F401  (re-exported)
+from jaxrnn.verify import relative_error as rel_err  # noqa: F401  (re-exported)
+
 from .cases import Case
 
 CHECKS = ("names", "out", "out_jit", "h_n", "h_n_jit", "grads", "adam5", "roundtrip")
-TOL = {"float64": 1e-10, "float32": 2e-5}  # per tensor, max|Δ| / max(1, max|ref|)
 EXACT = ("names", "roundtrip")  # these must be exactly 0
 
 PARAM_SCALE = 0.6  # every parameter ~ U(-0.6, 0.6)
@@ -116,51 +126,6 @@ def seed_of(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-# ----------------------------------------------------------------------------- errors
-
-
-def rel_err(got, ref) -> float:
-    """``max|got - ref| / max(1, max|ref|)``; NaN if either holds a NaN, inf on a shape or
-    dtype mismatch."""
-    if mismatch(got, ref):
-        return float("inf")
-    got = np.asarray(_numpy(got), np.float64)
-    ref = np.asarray(_numpy(ref), np.float64)
-    if np.isnan(got).any() or np.isnan(ref).any():
-        return float("nan")
-    if got.size == 0:
-        return 0.0
-    return float(np.max(np.abs(got - ref)) / max(1.0, float(np.max(np.abs(ref)))))
-
-
-def mismatch(got, ref) -> str:
-    """``""``, or how the shapes or dtypes of ``got`` and ``ref`` differ."""
-    got, ref = _numpy(got), _numpy(ref)
-    if got.shape != ref.shape:
-        return f"shape {got.shape} != {ref.shape}"
-    if got.dtype != ref.dtype:
-        return f"dtype {got.dtype} != {ref.dtype}"
-    return ""
-
-
-def worst(pairs: dict[str, tuple]) -> tuple[float, str]:
-    """The largest ``rel_err`` over ``{name: (got, ref)}`` (NaN wins) and its name."""
-    result, where = 0.0, ""
-    for name, (got, ref) in pairs.items():
-        err = rel_err(got, ref)
-        if np.isnan(err) or err > result:
-            result, where = err, " ".join(filter(None, (name, mismatch(got, ref))))
-            if np.isnan(err):
-                break
-    return result, where
-
-
-def _numpy(a):
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
-
-
 # ----------------------------------------------------------------------------- building
 
 
@@ -183,6 +148,18 @@ def torch_module(case: Case, dtype: str, rng: np.random.Generator) -> torch.nn.M
         for p in module.parameters():
             p.copy_(torch.from_numpy(rng.uniform(-PARAM_SCALE, PARAM_SCALE, tuple(p.shape))))
     return module
+
+
+def nnx_module(case: Case, dtype: str) -> nnx.Module:
+    """The jaxrnn.nnx layer of ``case``, built directly with torch's positional order."""
+    cls = getattr(jaxrnn.nnx, TORCH_CLASSES[case.mode])
+    args = [case.input_size, case.hidden_size, case.num_layers]
+    if case.mode.startswith("rnn_"):
+        args.append(case.mode.removeprefix("rnn_"))
+    args += [case.bias, case.batch_first, 0.0, case.bidirectional]
+    if case.proj_size:
+        args.append(case.proj_size)
+    return cls(*args, rngs=nnx.Rngs(0), param_dtype=jnp.dtype(dtype))
 
 
 def jaxrnn_module(case: Case, dtype: str):
@@ -261,22 +238,65 @@ def torch_loss(module, case: Case, inputs: Inputs, x, hx: tuple):
     return sum(terms), out, states
 
 
-def jax_forward(module, case: Case, params, x, hx: tuple, lengths):
-    """``(out, states)`` of the jaxrnn layer, ``states`` a tuple as in :func:`torch_forward`."""
+def jax_forward(apply, case: Case, params, x, hx: tuple, lengths):
+    """``(out, states)`` of ``apply(params, x, h0, lengths)`` (a :class:`Port`'s), ``states`` a
+    tuple as in :func:`torch_forward`."""
     h0 = None if not hx else (hx if case.mode == "lstm" else hx[0])
-    out, h_n = module.apply({"params": params}, x, h0, lengths=lengths)
+    out, h_n = apply(params, x, h0, lengths)
     return out, (tuple(h_n) if isinstance(h_n, tuple) else (h_n,))
 
 
-def jax_loss_fn(module, case: Case):
+def jax_loss_fn(apply, case: Case):
     """``(params, x, hx, lengths, weights) -> (loss, (out, states))``."""
 
     def loss_fn(params, x, hx, lengths, weights):
-        out, states = jax_forward(module, case, params, x, hx, lengths)
+        out, states = jax_forward(apply, case, params, x, hx, lengths)
         loss = sum(jnp.sum(a * r) for a, r in zip((out, *states), weights))
         return loss, (out, states)
 
     return loss_fn
+
+
+class Port(NamedTuple):
+    """One implementation of a case: the parameter names it makes by itself (``(name, shape,
+    dtype)``), the params converted from torch (flat ``{torch_name: array}``), how to apply
+    them, and the torch module it converts back to."""
+
+    names: list
+    params: dict
+    apply: object  # (params, x, h0, lengths) -> (out, h_n)
+    back: torch.nn.Module
+
+
+def linen_port(case: Case, dtype: str, tmod, x) -> Port:
+    """``jaxrnn.LSTM`` & co: ``from_torch`` / ``to_torch``; names in creation order."""
+    names = traced_params(jaxrnn_module(case, dtype), x)
+    jmod, variables = jaxrnn.from_torch(tmod)
+
+    def apply(params, x, h0, lengths):
+        return jmod.apply({"params": params}, x, h0, lengths=lengths)
+
+    return Port(names, dict(variables["params"]), apply, jaxrnn.to_torch(jmod, variables))
+
+
+def nnx_port(case: Case, dtype: str, tmod, x) -> Port:
+    """``jaxrnn.nnx.LSTM`` & co: ``jaxrnn.nnx.from_torch`` / ``to_torch``; the names are
+    ``params_to_state_dict(nnx.state(model, nnx.Param))`` of a directly built model (an
+    ``nnx.State`` sorts its keys: compared as sorted lists)."""
+    del x
+    state = jaxrnn.params_to_state_dict(nnx.state(nnx_module(case, dtype), nnx.Param))
+    names = sorted((k, tuple(v.shape), str(v.dtype)) for k, v in state.items())
+    model = jaxrnn.nnx.from_torch(tmod)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def apply(params, x, h0, lengths):
+        return nnx.merge(graphdef, params, rest)(x, h0, lengths=lengths)
+
+    return Port(names, nnx.to_pure_dict(params), apply, jaxrnn.nnx.to_torch(model))
+
+
+PORTS = {"linen": linen_port, "nnx": nnx_port}
+IMPLS = tuple(PORTS)
 
 
 def adam_step(loss_fn, opt):
@@ -309,8 +329,9 @@ def traced_params(module, *args) -> list[tuple[str, tuple, str]]:
 # ----------------------------------------------------------------------------- the checks
 
 
-def run_case(case: Case, dtype: str) -> CaseReport:
-    """Every check of ``case`` in ``dtype``; call inside ``parity_mode(dtype)``."""
+def run_case(case: Case, dtype: str, impl: str = "linen") -> CaseReport:
+    """Every check of ``case`` in ``dtype`` for ``impl`` (``"linen"``: ``jaxrnn.LSTM`` & co;
+    ``"nnx"``: ``jaxrnn.nnx.LSTM`` & co); call inside ``parity_mode(dtype)``."""
     if dtype == "float64" and not jax.config.read("jax_enable_x64"):
         raise RuntimeError("float64 parity needs jax_enable_x64: run inside parity_mode()")
     rng = np.random.default_rng(seed_of(case.id))  # the same values for both dtypes
@@ -321,20 +342,18 @@ def run_case(case: Case, dtype: str) -> CaseReport:
     inputs = make_inputs(case, dtype, rng)
     state_dict = tmod.state_dict()
 
-    # 1. names, order, shapes, dtypes
+    # 1. names, order, shapes, dtypes; 6. round trip (before Adam changes the torch module)
     torch_names = [
         (k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state_dict.items()
     ]
-    jax_names = traced_params(jaxrnn_module(case, dtype), jnp.asarray(inputs.x))
-    errors["names"] = 0.0 if jax_names == torch_names else float("inf")
-    if jax_names != torch_names:
-        notes["names"] = f"jaxrnn {jax_names} != torch {torch_names}"
+    port = PORTS[impl](case, dtype, tmod, jnp.asarray(inputs.x))
+    torch_names = sorted(torch_names) if impl == "nnx" else torch_names
+    errors["names"] = 0.0 if port.names == torch_names else float("inf")
+    if port.names != torch_names:
+        notes["names"] = f"jaxrnn {port.names} != torch {torch_names}"
+    errors["roundtrip"], notes["roundtrip"] = roundtrip_error(tmod, port.back)
 
-    # 6. round trip (before Adam changes the torch module in place)
-    jmod, variables = jaxrnn.from_torch(tmod)
-    errors["roundtrip"], notes["roundtrip"] = roundtrip_error(tmod, jmod, variables)
-
-    params = variables["params"]
+    params = port.params
     bad_dtype = [k for k, v in params.items() if v.dtype != jnp.dtype(dtype)]
     if bad_dtype:  # from_torch must keep torch's dtype (float32 in float32 runs, with x64 too)
         errors["names"] = float("inf")
@@ -345,7 +364,7 @@ def run_case(case: Case, dtype: str) -> CaseReport:
     hx_j = tuple(jnp.asarray(h) for h in inputs.hx)
     lengths_j = None if inputs.lengths is None else jnp.asarray(inputs.lengths, jnp.int32)
     weights_j = tuple(jnp.asarray(r) for r in inputs.weights)
-    out_eager, states_eager = jax_forward(jmod, case, params, x_j, hx_j, lengths_j)
+    out_eager, states_eager = jax_forward(port.apply, case, params, x_j, hx_j, lengths_j)
 
     x_t = torch.from_numpy(inputs.x).requires_grad_(True)
     hx_t = tuple(torch.from_numpy(h).requires_grad_(True) for h in inputs.hx)
@@ -361,7 +380,7 @@ def run_case(case: Case, dtype: str) -> CaseReport:
     # 3 (jit) + 4 + 5. one jitted function: loss, (out, states), gradients wrt (params, x, hx)
     # and one optax Adam update; its first call gives the jitted forward and the gradients.
     opt = optax.adam(ADAM["lr"], b1=ADAM["b1"], b2=ADAM["b2"], eps=ADAM["eps"])
-    step = jax.jit(adam_step(jax_loss_fn(jmod, case), opt))
+    step = jax.jit(adam_step(jax_loss_fn(port.apply, case), opt))
     (out_jit, states_jit), grads, (p_j, opt_state) = step(
         params, opt.init(params), x_j, hx_j, lengths_j, weights_j
     )
@@ -392,10 +411,10 @@ def run_case(case: Case, dtype: str) -> CaseReport:
     return CaseReport(errors, notes)
 
 
-def roundtrip_error(tmod, jmod, variables) -> tuple[float, str]:
-    """torch → jaxrnn → torch: 0 when bit-exact (``torch.equal`` on every tensor, same
-    keys in the same order, same dtypes, same hyperparameters), else the worst |Δ| or inf."""
-    back = jaxrnn.to_torch(jmod, variables)
+def roundtrip_error(tmod, back) -> tuple[float, str]:
+    """torch → jaxrnn → torch (``back``): 0 when bit-exact (``torch.equal`` on every tensor,
+    same keys in the same order, same dtypes, same hyperparameters), else the worst |Δ| or
+    inf."""
     if type(back) is not type(tmod):
         return float("inf"), f"to_torch gave {type(back).__name__}"
     for attr in (

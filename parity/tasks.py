@@ -6,18 +6,18 @@ Adding a model is one entry. ``run_task_model(entry, dtype)`` builds the torch m
 own initialisation, seeded, with every 1-D parameter — biases, learnable initial states —
 redrawn from U(-0.5, 0.5) so none is near zero), moves its ``state_dict`` into the jaxrnn
 task model with ``jaxrnn.state_dict_to_params`` (by name, nothing model-specific), and
-compares, with the error ``max|Δ| / max(1, max|ref|)`` of ``parity/checks.py``:
+compares, with the error ``max|Δ| / max(1, max|ref|)`` of ``jaxrnn.verify``:
 
   names      ``params_to_state_dict(jaxrnn params)`` has exactly the torch keys and shapes
              (0 when equal, inf otherwise)
   roundtrip  torch state_dict → jaxrnn params → state_dict, bit-exact (must be exactly 0)
-  out        the model outputs and the loss on one batch: jaxrnn's jitted ``model.apply`` and
+  out        the model outputs and the loss on one batch: jaxrnn's ``model.apply`` and
              ``task.loss(model, params, batch, key=..., train=True)`` vs the torch model and
              the seed's criterion written in torch
   grads      d loss / d every parameter, by torch name
   adam20     20 steps of torch.optim.Adam vs optax.adam (``checks.ADAM``: lr 1e-2, betas
              (0.9, 0.99), eps 1e-2 — see checks.py for the eps), each step on a different
-             batch, the same in both: the worst of the 20 losses and the final parameters.
+             batch, the same in both: each step's loss and the parameters after every step.
              Gradients are clipped where the task's config clips them, as the engine does
              (``grad_clip``: copy's variable-length variants, 1.0; not in the seed):
              ``torch.nn.utils.clip_grad_norm_`` before each torch step, the same formula
@@ -30,13 +30,18 @@ compares, with the error ``max|Δ| / max(1, max|ref|)`` of ``parity/checks.py``:
              whole prefix again for each character, both drawing by inverse CDF from the same
              ``charlm.sampling_uniforms``; the characters must be equal)
 
+out, grads and adam20 are one ``jaxrnn.verify`` call — the port check users run on their own
+models — with the task's loss returned among the outputs on both sides (:func:`flax_apply`,
+:func:`torch_apply`); each is the worst of its verify rows. decode runs on the starting
+weights (verify trains copies).
+
 ``ROWS`` is the table of ``python -m parity --only tasks``: ``MODELS``, then :class:`MarkovRow`
 (charlm's Markov baseline: the seed's dict version against ``jaxrnn.markov``; float64, ``out``
 only). charlm and sentiment read no corpus: their rows make text from a few words in memory.
 
-Tolerances are ``checks.TOL`` for every check (float64 1e-10, float32 2e-5; adam20 too, below
-the 1e-8 asked of float64 training); NaN fails. The run is deterministic: the torch weights
-and the batches come from generators seeded by the row's id.
+Tolerances are ``jaxrnn.verify.TOLERANCES`` for every check (float64 1e-10, float32 2e-5;
+adam20 too, below the 1e-8 asked of float64 training); NaN fails. The run is deterministic:
+the torch weights and the batches come from generators seeded by the row's id.
 """
 
 from __future__ import annotations
@@ -49,29 +54,30 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import torch
 import torch.nn.functional as F
 
 import jaxrnn
 from jaxrnn import markov
-from jaxrnn.engine import clip_grad_norm
 from jaxrnn.task import Batch, Task, TaskConfig
 from jaxrnn.tasks import addition, charlm, get_task, hihello, sentiment, sinusoid
+from jaxrnn.verify import TOLERANCES, worst
 
 from . import markov_seed, models
 from .cases import DTYPE_TAG, DTYPES
-from .checks import ADAM, TOL, seed_of, worst
+from .checks import ADAM, seed_of
 
 CHECKS = ("names", "roundtrip", "out", "grads", "adam20", "decode")
 EXACT = ("names", "roundtrip")
+# out, grads and adam20: the worst jaxrnn.verify row of these kinds (Report.worst)
+VERIFY_CHECKS = {"out": ("output", "loss"), "grads": ("grad",), "adam20": ("step",)}
 ADAM_STEPS = 20
 BATCH = 8
 STATE_SCALE = 0.5  # 1-D parameters (biases, initial states) ~ U(-0.5, 0.5)
 
 
 def tolerance(check: str, dtype: str) -> float:
-    return 0.0 if check in EXACT else TOL[dtype]
+    return 0.0 if check in EXACT else TOLERANCES[dtype]
 
 
 def passed(err: float, check: str, dtype: str) -> bool:
@@ -500,7 +506,7 @@ MODELS: list[TaskModel] = [
                                        seq_length=12, temperature=0.75),
               lambda c: models.PredictorLSTM(len(c.alphabet) + 1, c.hidden_size, c.num_layers,
                                              c.embedding_dim),
-              charlm_loss, outputs=("logits", "state"), batches=charlm_batches,
+              charlm_loss, batches=charlm_batches,  # the seed's model returns no state
               decode=CHARLM_SAMPLE),
     # vocabulary 5000 → 10 (+ OOV), embedding 32 → 5, hidden 16 → 7; reviews of 1–12 words.
     # Per-example (the seed's loop, its tanh RNN): one review per batch and per Adam step;
@@ -604,43 +610,49 @@ def torch_reference(entry: TaskModel, config: TaskConfig, dtype: str, rng) -> to
     return module.to(getattr(torch, dtype))
 
 
-def optimizer(grad_clip: float = 0.0) -> optax.GradientTransformation:
-    """optax.adam with ``checks.ADAM``; clipped first when ``grad_clip > 0`` (the chain of
-    ``jaxrnn.engine.make_optimizer``, whose clipping is torch's formula)."""
-    adam = optax.adam(ADAM["lr"], b1=ADAM["b1"], b2=ADAM["b2"], eps=ADAM["eps"])
-    return optax.chain(clip_grad_norm(grad_clip), adam) if grad_clip > 0 else adam
+def batch_loss(outputs, *arrays):
+    """verify's loss, in both frameworks: the task's loss, which the models' wrappers below
+    return among their outputs."""
+    return outputs["loss"]
 
 
-@functools.cache
-def make_step(
-    task: Task, model, config: TaskConfig, jax_outputs: JaxOutputs, grad_clip: float = 0.0
-):
-    """``step(params, opt_state, batch) -> (outputs, loss, grads, (params, opt_state))``,
-    jitted: the model outputs, ``task.loss(..., train=True)``, its gradients and one optax Adam
-    step. One compilation serves out, grads and adam20 (compiling is most of the suite's
-    time); cached, so a model checked twice compiles once per dtype."""
-    key = jax.random.key(0)
-    opt = optimizer(grad_clip)
+@functools.cache  # one function per model: jaxrnn.verify's compiled step is cached by it
+def flax_apply(task: Task, model, config: TaskConfig, jax_outputs: JaxOutputs, keys: tuple):
+    """``apply(params, *arrays) -> {output name: array, "loss": loss}`` for ``jaxrnn.verify``:
+    the batch ``dict(zip(keys, arrays))``, the entry's outputs and ``task.loss(...,
+    train=True)``."""
 
-    @jax.jit
-    def step(params, opt_state, batch):
+    def apply(params, *arrays):
+        batch = dict(zip(keys, arrays))
         outputs = jax_outputs(task, model, params, batch, config)
-        loss_fn = lambda p: task.loss(model, p, batch, key=key, train=True)[0]  # noqa: E731
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return outputs, loss, grads, (optax.apply_updates(params, updates), opt_state)
+        loss = task.loss(model, params, batch, key=jax.random.key(0), train=True)[0]
+        return {**outputs, "loss": loss}
 
-    return step
+    return apply
+
+
+def torch_apply(torch_loss: TorchLoss, keys: tuple):
+    """The torch side of :func:`flax_apply`: ``torch_loss(module, batch)`` as one dict."""
+
+    def apply(module, *tensors):
+        loss, outputs = torch_loss(module, dict(zip(keys, tensors)))
+        return {**outputs, "loss": loss}
+
+    return apply
 
 
 @functools.cache
-def make_decode(task: Task, model, config: TaskConfig, decode: Callable):
-    """``decode(params, batch, outputs) -> {name: array}``, jitted on its own: measured, a
-    decoding scan (greedy seq2seq, charlm sampling) fused into the step compiles 1.5–3 s
-    slower than the two programs apart."""
-    return jax.jit(
-        lambda params, batch, outputs: decode(task, model, params, batch, config, outputs)
-    )
+def make_decode(task: Task, model, config: TaskConfig, jax_outputs: JaxOutputs, decode: Callable):
+    """``decode(params, batch) -> {name: array}``, jitted on its own (measured, a decoding
+    scan — greedy seq2seq, charlm sampling — fused into the training step compiled 1.5–3 s
+    slower than the two programs apart): the entry's outputs of ``batch``, then the decoding
+    (XLA drops the outputs where the decoding does not use them)."""
+
+    def run(params, batch):
+        outputs = jax_outputs(task, model, params, batch, config)
+        return decode(task, model, params, batch, config, outputs)
+
+    return jax.jit(run)
 
 
 @functools.cache
@@ -664,7 +676,6 @@ def run_task_model(entry: TaskModel, dtype: str) -> TaskReport:
     model = task.model(config)
     make_batches = entry.batches or train_batches
     batches = [to_dtype(b, dtype) for b in make_batches(task, config, rng, ADAM_STEPS)]
-    torch_batches = [to_torch(b, dtype) for b in batches]
     tmod = torch_reference(entry, config, dtype, rng)
     state_dict = tmod.state_dict()
 
@@ -694,59 +705,43 @@ def run_task_model(entry: TaskModel, dtype: str) -> TaskReport:
     where = max(diffs, key=diffs.get)
     errors["roundtrip"], notes["roundtrip"] = diffs[where], where if diffs[where] else ""
 
-    # out: model outputs and the loss on batch 0 (torch: the seed's code); jaxrnn's come from
-    # the one jitted step that serves out, grads and adam20 (see make_step).
+    # out, grads, adam20: jaxrnn.verify, the task's loss returned with the outputs on both
+    # sides; the batches go in as tuples of their arrays (batch i at step i; batch 0 also
+    # gives the outputs and gradients)
     outputs = entry.jax_outputs or apply_outputs(entry.outputs)
     clip = float(config.grad_clip or 0.0)  # the engine's clipping (copy: variable lengths)
-    step = make_step(task, model, config, outputs, clip)
-    opt_state = jax.jit(optimizer(clip).init)(params)  # eager: a small compile per shape
-    out_j, loss_j, grads_j, (p_j, opt_state) = step(params, opt_state, batches[0])
-    loss_t, out_t = entry.torch_loss(tmod, torch_batches[0])
-    loss_t.backward()
-    pairs = {name: (out_j[name], out_t[name]) for name in out_t}
-    pairs["loss"] = (loss_j, loss_t)
-    errors["out"], notes["out"] = worst(pairs)
-
-    # grads: by torch name (Dense kernels transposed back); an unused torch parameter
-    # (grad None) must have a zero jaxrnn gradient
-    g_j = jaxrnn.params_to_state_dict(grads_j)
-    errors["grads"], notes["grads"] = worst(
-        {
-            f"d/d {k}": (g_j[k], p.grad if p.grad is not None else torch.zeros_like(p))
-            for k, p in tmod.named_parameters()
-        }
+    keys = tuple(batches[0])
+    arrays = [tuple(b[k] for k in keys) for b in batches]
+    report = jaxrnn.verify(
+        tmod,
+        flax_apply(task, model, config, outputs, keys),
+        like,
+        arrays[0],
+        loss=batch_loss,
+        steps=ADAM_STEPS,
+        step_inputs=arrays,
+        torch_apply=torch_apply(entry.torch_loss, keys),
+        input_grads=False,
+        dtype=dtype,
+        learning_rate=ADAM["lr"],
+        betas=(ADAM["b1"], ADAM["b2"]),
+        eps=ADAM["eps"],
+        grad_clip=clip,
     )
-
-    # decode: generation / greedy decoding / sampling at the starting parameters
-    if entry.decode is not None:
-        dec_j = make_decode(task, model, config, entry.decode.jax)(params, batches[0], out_j)
-        with torch.no_grad():
-            dec_t = entry.decode.torch(tmod, torch_batches[0], config)
-        errors["decode"], notes["decode"] = compare_decoded(dec_j, dec_t)
-
-    # adam20: 20 steps, batch i at step i, in both frameworks
-    losses_j = [loss_j]
-    for batch in batches[1:]:
-        _, loss, _, (p_j, opt_state) = step(p_j, opt_state, batch)
-        losses_j.append(loss)
-    topt = torch.optim.Adam(  # the same hyperparameters as optimizer()
-        tmod.parameters(), lr=ADAM["lr"], betas=(ADAM["b1"], ADAM["b2"]), eps=ADAM["eps"]
-    )
-    losses_t, clipped = [], 0
-    for batch in torch_batches:
-        topt.zero_grad()
-        loss = entry.torch_loss(tmod, batch)[0]
-        loss.backward()
-        if clip > 0:
-            clipped += bool(torch.nn.utils.clip_grad_norm_(tmod.parameters(), clip) > clip)
-        topt.step()
-        losses_t.append(loss.detach())
+    for check, kinds in VERIFY_CHECKS.items():
+        row = report.worst(*kinds)
+        errors[check] = row.error
+        notes[check] = " ".join(filter(None, (row.check, row.name, row.note)))
     if clip > 0:  # a clipping that never acts would test nothing
-        notes["clipped"] = f"{clipped} of {len(torch_batches)} steps clipped at {clip:g}"
-    final_j = jaxrnn.params_to_state_dict(p_j)
-    adam_pairs = {"losses": (jnp.stack(losses_j), torch.stack(losses_t))}
-    adam_pairs.update({k: (final_j[k], v) for k, v in tmod.state_dict().items()})
-    errors["adam20"], notes["adam20"] = worst(adam_pairs)
+        notes["clipped"] = f"{report.clipped} of {ADAM_STEPS} steps clipped at {clip:g}"
+
+    # decode: generation / greedy decoding / sampling at the starting parameters (verify
+    # trained a copy of the torch model)
+    if entry.decode is not None:
+        dec_j = make_decode(task, model, config, outputs, entry.decode.jax)(params, batches[0])
+        with torch.no_grad():
+            dec_t = entry.decode.torch(tmod, to_torch(batches[0], dtype), config)
+        errors["decode"], notes["decode"] = compare_decoded(dec_j, dec_t)
     return TaskReport(errors, notes)
 
 

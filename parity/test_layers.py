@@ -2,11 +2,16 @@
 
 ``test_parity`` runs every check of ``parity/checks.py`` (names, outputs and final states eager
 and jitted, gradients, 5 Adam steps, round trip) on each case of ``parity/cases.py``; the
-other tests cover the rest of ``jaxrnn.interop``: Linear, Embedding, the cells, whole models
-by name, the errors of ``state_dict_to_params``, and out-of-range token ids.
+other tests cover the rest of ``jaxrnn.interop``: Linear, Embedding (``padding_idx``
+included), the cells, whole models by name, the errors of ``state_dict_to_params``, and
+out-of-range token ids. ``test_parity_nnx`` runs the quick cases against the NNX layers
+(``jaxrnn.nnx``; every case in ``python -m parity --only nnx``), and the NNX cells, Embed and
+Linear convert both ways bit-exactly.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import flax.linen as nn
 import jax
@@ -17,6 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import optax  # noqa: E402
+from flax import nnx  # noqa: E402
 
 import jaxrnn  # noqa: E402
 from parity import checks  # noqa: E402
@@ -68,6 +74,15 @@ def test_parity(case, dtype, parity_mode):
         for check in report.failures(dtype)
     ]
     assert not problems, f"{case_id(case, dtype)}\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize(
+    "case, dtype", [pytest.param(c, d, id=case_id(c, d)) for c in QUICK for d in DTYPES]
+)
+def test_parity_nnx(case, dtype, parity_mode):
+    """The same checks against jaxrnn.nnx's layers (every case: ``python -m parity``)."""
+    report = checks.run_case(case, dtype, impl="nnx")
+    assert not report.failures(dtype), (report.errors, report.notes)
 
 
 def test_float32_with_x64_enabled(x64):
@@ -128,15 +143,40 @@ def test_linear(bias, dtype, parity_mode):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_embedding(dtype, parity_mode):
+@pytest.mark.parametrize("padding_idx", [None, 3, -1], ids=["plain", "pad3", "pad-1"])
+@pytest.mark.parametrize("impl", ["linen", "nnx"])
+def test_embedding(impl, padding_idx, dtype, parity_mode):
+    """Outputs and the table's gradient (the padding row's: zero, as torch's), and the
+    round trip; the padding row is set non-zero first: it is looked up as is."""
     rng = np.random.default_rng(3)
-    embedding = randomize(torch.nn.Embedding(11, 5).to(getattr(torch, dtype)), rng)
-    module, variables = jaxrnn.from_torch(embedding)
+    embedding = torch.nn.Embedding(11, 5, padding_idx=padding_idx).to(getattr(torch, dtype))
+    randomize(embedding, rng)
     ids = rng.integers(0, 11, (3, 9))
-    y = module.apply(variables, jnp.asarray(ids))
+    ids[0, :3] = 3, 10, 3  # the padding rows (3, or -1 = 10) appear
+    weights = rng.standard_normal((3, 9, 5)).astype(dtype)
+    (embedding(torch.from_numpy(ids)) * torch.from_numpy(weights)).sum().backward()
+    ref_out = embedding(torch.from_numpy(ids))
+
+    if impl == "linen":
+        module, variables = jaxrnn.from_torch(embedding)
+        table = variables["params"]["embedding"]
+        forward = lambda t: module.apply({"params": {"embedding": t}}, jnp.asarray(ids))  # noqa: E731
+        back = jaxrnn.to_torch(module, variables)
+    else:
+        model = jaxrnn.nnx.from_torch(embedding)
+        table = model.weight[...]
+        graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+        forward = lambda t: nnx.merge(graphdef, {"weight": t}, rest)(jnp.asarray(ids))  # noqa: E731
+        back = jaxrnn.nnx.to_torch(model)
+    y = forward(table)
+    grad = jax.grad(lambda t: jnp.sum(forward(t) * weights))(table)
     assert y.dtype == jnp.dtype(dtype)
-    assert_close(y, embedding(torch.from_numpy(ids)), dtype, "Embedding output")
-    assert_bit_exact(jaxrnn.to_torch(module, variables), embedding)
+    assert_close(y, ref_out, dtype, "Embedding output")
+    assert_close(grad, embedding.weight.grad, dtype, "Embedding gradient")
+    if padding_idx is not None:
+        assert not np.asarray(grad)[padding_idx].any() and np.asarray(table)[padding_idx].any()
+    assert back.padding_idx == embedding.padding_idx
+    assert_bit_exact(back, embedding)
 
 
 CELLS = [
@@ -150,21 +190,28 @@ CELLS = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, kwargs", CELLS)
-def test_cell(name, kwargs, dtype, parity_mode):
-    """One step: ``cell.apply(variables, carry, x)`` == torch ``cell(x, hx)``."""
+@pytest.mark.parametrize("impl", ["linen", "nnx"])
+def test_cell(impl, name, kwargs, dtype, parity_mode):
+    """One step: ``cell.apply(variables, carry, x)`` (NNX: ``cell(carry, x)``) == torch
+    ``cell(x, hx)``."""
     I, H, B = 5, 7, 3
     rng = np.random.default_rng(checks.seed_of(name + repr(kwargs)))
     cell = randomize(getattr(torch.nn, name)(I, H, **kwargs).to(getattr(torch, dtype)), rng)
-    module, variables = jaxrnn.from_torch(cell)
     x = rng.standard_normal((B, I)).astype(dtype)
     n_states = 2 if name == "LSTMCell" else 1  # (h, c) or h
     states = [rng.standard_normal((B, H)).astype(dtype) for _ in range(n_states)]
     carry = tuple(map(jnp.asarray, states)) if name == "LSTMCell" else jnp.asarray(states[0])
 
-    expected = [(k, tuple(v.shape), dtype) for k, v in cell.state_dict().items()]
-    assert checks.traced_params(module, carry, jnp.asarray(x)) == expected
-
-    new_carry, y = module.apply(variables, carry, jnp.asarray(x))
+    if impl == "linen":
+        module, variables = jaxrnn.from_torch(cell)
+        expected = [(k, tuple(v.shape), dtype) for k, v in cell.state_dict().items()]
+        assert checks.traced_params(module, carry, jnp.asarray(x)) == expected
+        new_carry, y = module.apply(variables, carry, jnp.asarray(x))
+        back = jaxrnn.to_torch(module, variables)
+    else:
+        model = jaxrnn.nnx.from_torch(cell)
+        new_carry, y = model(carry, jnp.asarray(x))
+        back = jaxrnn.nnx.to_torch(model)
     hx = tuple(map(torch.from_numpy, states)) if name == "LSTMCell" else torch.from_numpy(states[0])
     ref = cell(torch.from_numpy(x), hx)
     ref = ref if isinstance(ref, tuple) else (ref,)
@@ -172,7 +219,7 @@ def test_cell(name, kwargs, dtype, parity_mode):
     for what, g, r in zip(("h", "c"), got, ref):
         assert_close(g, r, dtype, f"{name} {what}")
     assert_close(y, ref[0], dtype, f"{name} output")
-    assert_bit_exact(jaxrnn.to_torch(module, variables), cell)
+    assert_bit_exact(back, cell)
 
 
 # ----------------------------------------------------------------------------- whole models
@@ -273,14 +320,69 @@ def test_out_of_range_token_id():
 
 
 @pytest.mark.parametrize(
-    "option",
-    [{"max_norm": 1.0}, {"padding_idx": 0}, {"scale_grad_by_freq": True}, {"sparse": True}],
+    "option", [{"max_norm": 1.0}, {"scale_grad_by_freq": True}, {"sparse": True}]
 )
-def test_embedding_options_without_equivalent_are_refused(option):
-    """max_norm renormalises rows and padding_idx zeroes a gradient: a silent conversion
-    would change the forward pass or the training, so from_torch refuses them by name."""
+@pytest.mark.parametrize(
+    "convert", [jaxrnn.from_torch, jaxrnn.nnx.from_torch], ids=["linen", "nnx"]
+)
+def test_embedding_options_without_equivalent_are_refused(convert, option):
+    """max_norm renormalises rows, scale_grad_by_freq rescales a gradient: a silent
+    conversion would change the forward pass or the training, so they are refused by name."""
     with pytest.raises(ValueError, match=next(iter(option))):
-        jaxrnn.from_torch(torch.nn.Embedding(10, 5, **option))
+        convert(torch.nn.Embedding(10, 5, **option))
+
+
+def test_state_dict_padding_row_not_zero_warns_with_an_nnx_target():
+    """A state_dict carries no padding_idx: the target's decides. Given an NNX model whose
+    Embed has padding_idx=0, a non-zero row 0 (a torch model without that padding_idx)
+    warns; torch's own padding row (zero) does not."""
+    target = jaxrnn.nnx.Embed(V, E, padding_idx=0, rngs=nnx.Rngs(0))
+    padded = torch.nn.Embedding(V, E, padding_idx=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        params = jaxrnn.state_dict_to_params(padded.state_dict(), like=target)
+    np.testing.assert_array_equal(params["weight"], padded.weight.detach().numpy())
+    with pytest.warns(UserWarning, match=r"state_dict\['weight'\]\[0\] is not zero.*padding_idx=0"):
+        jaxrnn.state_dict_to_params(torch.nn.Embedding(V, E).state_dict(), like=target)
+
+
+def test_float64_module_without_x64_is_refused():
+    """jax would cast the weights to float32 silently: from_torch refuses, naming the fix."""
+    lstm = torch.nn.LSTM(3, 4).double()
+    for convert in (jaxrnn.from_torch, jaxrnn.nnx.from_torch):
+        with pytest.raises(TypeError, match="float64, but jax_enable_x64 is off.*jax_enable_x64"):
+            convert(lstm)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.nn.RNNCell(5, 7, nonlinearity="relu"),
+        lambda: torch.nn.LSTMCell(5, 7, bias=False),
+        lambda: torch.nn.GRUCell(5, 7),
+        lambda: torch.nn.Linear(5, 7),
+        lambda: torch.nn.Linear(5, 7, bias=False),
+        lambda: torch.nn.Embedding(7, 5, padding_idx=2),
+        lambda: torch.nn.RNN(5, 7, 2, nonlinearity="relu", dropout=0.25, batch_first=True),
+    ],
+    ids=[
+        "RNNCell-relu",
+        "LSTMCell-nobias",
+        "GRUCell",
+        "Linear",
+        "Linear-nobias",
+        "Embedding",
+        "RNN-relu-L2",
+    ],
+)
+def test_nnx_round_trip_is_bit_exact(make, x64):
+    """torch → jaxrnn.nnx → torch, float64 and float32; the NNX params' keys are torch's."""
+    for dtype in (torch.float64, torch.float32):
+        module = randomize(make().to(dtype), np.random.default_rng(8))
+        model = jaxrnn.nnx.from_torch(module)
+        keys = jaxrnn.params_to_state_dict(nnx.state(model, nnx.Param))
+        assert sorted(keys) == sorted(module.state_dict())
+        assert_bit_exact(jaxrnn.nnx.to_torch(model), module)
 
 
 @pytest.mark.skipif(not jaxrnn.cudnn.available(), reason="needs a CUDA GPU with cuDNN")

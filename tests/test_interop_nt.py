@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import flax.linen as nn
 import jax
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from checks import random_params
+from flax import nnx
 
 import jaxrnn
 
@@ -213,3 +215,48 @@ def test_import_and_name_mapping_without_torch():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok without torch"
+
+
+# ----------------------------------------------------------------------------- NNX targets
+
+
+class NnxTagger(nnx.Module):
+    """Embed (padding row 0) → LSTM → Linear under torch's attribute names."""
+
+    def __init__(self, rngs):
+        self.embedding = jaxrnn.nnx.Embed(V, F, padding_idx=0, rngs=rngs)
+        self.rnn = jaxrnn.nnx.LSTM(F, H, rngs=rngs)
+        self.fc = nnx.Linear(H, C, rngs=rngs)
+
+
+def test_nnx_state_and_model_map_by_name():
+    model = NnxTagger(nnx.Rngs(0))
+    state = jaxrnn.params_to_state_dict(nnx.state(model, nnx.Param))
+    assert state.keys() == jaxrnn.params_to_state_dict(model).keys()
+    assert state["fc.weight"].shape == (C, H) and state["embedding.weight"].shape == (V, F)
+    rng = np.random.default_rng(3)
+    foreign = {k: rng.uniform(-1, 1, v.shape) for k, v in state.items()}
+    foreign["embedding.weight"][0] = 0  # torch keeps its padding row at zero
+    params = jaxrnn.state_dict_to_params(foreign, like=model)
+    nnx.update(model, params)
+    for k, v in jaxrnn.params_to_state_dict(model).items():
+        np.testing.assert_array_equal(v, foreign[k].astype(np.float32), err_msg=k)
+
+
+def test_padding_row_that_is_not_zero_warns_for_an_nnx_target():
+    """A state_dict carries no padding_idx: it is the target's. A non-zero row where the target
+    pads says the torch model padded elsewhere (or not at all); with linen params there is no
+    module to ask, so nothing is said."""
+    model = NnxTagger(nnx.Rngs(0))
+    state = {k: np.array(v) for k, v in jaxrnn.params_to_state_dict(model).items()}
+    state["embedding.weight"][0] = 0.5
+    with pytest.warns(UserWarning, match=r"\['embedding.weight'\]\[0\] is not zero.*padding_idx=0"):
+        jaxrnn.state_dict_to_params(state, like=model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jaxrnn.state_dict_to_params(state, like=nnx.state(model, nnx.Param))  # no module
+
+
+def test_to_torch_points_nnx_modules_to_jaxrnn_nnx():
+    with pytest.raises(TypeError, match=r"NNX module: use jaxrnn.nnx.to_torch\(model\)"):
+        jaxrnn.to_torch(jaxrnn.nnx.GRU(2, 3, rngs=nnx.Rngs(0)))

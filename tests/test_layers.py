@@ -7,6 +7,7 @@ The table covers kind × num_layers × bidirectional × batch_first × bias × p
 from __future__ import annotations
 
 import dataclasses
+import pydoc
 
 import flax
 import jax
@@ -425,3 +426,108 @@ def test_input_size_field_is_checked_not_required(rng):
     module = jaxrnn.GRU(hidden_size=H, input_size=I)
     params = jax.eval_shape(module.init, jax.random.key(0), x)["params"]
     assert params["weight_ih_l0"].shape == (3 * H, I)
+
+
+# ----------------------------------------------------------------------------- forward mode
+
+
+def _fused_and_plain(rng):
+    """A GRU with the fused backward (the default) and with plain autodiff, and a loss each."""
+    layer = jaxrnn.GRU(hidden_size=4, bidirectional=True)
+    x = randn(rng, 5, 2, 3)
+    variables = init_random(layer, x, seed=2)
+    plain = layer.clone(fused_backward=False)
+
+    def loss(module):
+        return lambda x: jnp.sum(module.apply(variables, x, lengths=np.array([5, 2]))[0] ** 2)
+
+    return loss(layer), loss(plain), x
+
+
+FORWARD_MODE = {
+    "jvp": lambda f, x: jax.jvp(f, (x,), (x,)),
+    "jit(jvp)": lambda f, x: jax.jit(lambda x: jax.jvp(f, (x,), (x,)))(x),
+    "jacfwd": lambda f, x: jax.jacfwd(f)(x),
+    "linearize": lambda f, x: jax.linearize(f, x)[1](x),
+    "hessian": lambda f, x: jax.hessian(f)(x),
+    "jvp(grad)": lambda f, x: jax.jvp(jax.grad(f), (x,), (x,)),
+    "grad(jvp)": lambda f, x: jax.grad(lambda x: jax.jvp(f, (x,), (x,))[1])(x),
+    "jvp(vmap)": lambda f, x: jax.jvp(jax.vmap(f), (x[None],), (x[None],)),
+}
+
+
+@pytest.mark.parametrize("transform", FORWARD_MODE.values(), ids=FORWARD_MODE.keys())
+def test_forward_mode_works_by_default(x64, rng, transform):
+    """The fused loop (a custom_vjp) steps aside under forward mode: the same numbers as
+    plain autodiff (fused_backward=False)."""
+    fused, plain, x = _fused_and_plain(rng)
+    for got, want in zip(
+        jax.tree.leaves(transform(fused, x)), jax.tree.leaves(transform(plain, x))
+    ):
+        assert_close(got, want, TOL64)
+
+
+@pytest.mark.parametrize(
+    "transform, expected",
+    [
+        (lambda f, x: jax.grad(f)(x), False),
+        (lambda f, x: jax.vjp(f, x)[0], False),
+        (lambda f, x: jax.jit(jax.grad(f))(x), False),
+        (lambda f, x: jax.vmap(jax.grad(f))(x[None]), False),
+        (lambda f, x: jax.jvp(f, (x,), (x,)), True),
+        (lambda f, x: jax.linearize(f, x), True),
+        (lambda f, x: jax.jacfwd(f)(x), True),
+        (lambda f, x: jax.hessian(f)(x), True),
+    ],
+    ids=["grad", "vjp", "jit(grad)", "vmap(grad)", "jvp", "linearize", "jacfwd", "hessian"],
+)
+def test_reverse_mode_keeps_the_fused_backward(transform, expected):
+    """Only forward mode is detected: grad and vjp keep the hand-written backward."""
+    seen = []
+
+    def f(x):
+        seen.append(jaxrnn.scan.forward_mode(x))
+        return jnp.sum(jnp.sin(x))
+
+    transform(f, jnp.ones(3))
+    assert seen and all(s == expected for s in seen), seen
+
+
+def test_jvp_of_a_function_jitted_before_is_jaxs_error(x64, rng):
+    """The one case the layer cannot see (the README says so): jit traced f without the jvp."""
+    fused, plain, x = _fused_and_plain(rng)
+    jax.jvp(jax.jit(plain), (x,), (x,))  # plain autodiff: fine
+    with pytest.raises(TypeError, match="forward-mode autodiff.*custom_vjp"):
+        jax.jvp(jax.jit(fused), (x,), (x,))
+
+
+# ----------------------------------------------------------------------------- help()
+
+DOCUMENTED = [
+    jaxrnn.RNN,
+    jaxrnn.LSTM,
+    jaxrnn.GRU,
+    jaxrnn.LinearRNN,
+    jaxrnn.RNNCell,
+    jaxrnn.LSTMCell,
+    jaxrnn.GRUCell,
+    jaxrnn.LinearCell,
+    jaxrnn.Embed,
+    jaxrnn.Recurrent,
+    jaxrnn.Bidirectional,
+    jaxrnn.nnx.RNN,
+    jaxrnn.nnx.LSTM,
+    jaxrnn.nnx.GRU,
+    jaxrnn.nnx.RNNCell,
+    jaxrnn.nnx.LSTMCell,
+    jaxrnn.nnx.GRUCell,
+    jaxrnn.nnx.Embed,
+]
+
+
+@pytest.mark.parametrize("cls", DOCUMENTED, ids=lambda c: f"{c.__module__}.{c.__name__}")
+def test_help_shows_the_call(cls):
+    """``help(cls)`` shows ``__call__``'s arguments with their shapes and what it returns."""
+    doc = cls.__call__.__doc__ or ""
+    assert "Returns" in doc and "[" in doc, f"{cls.__name__}.__call__ is not documented"
+    assert doc.strip().splitlines()[0] in pydoc.render_doc(cls)

@@ -37,20 +37,25 @@ RANK = {
     "task": 0,
     "cudnn": 0,
     "embedding": 0,
+    "callbacks": 0,
+    "distributed": 0,
     "cells": 1,
     "checkpoints": 1,
     "scan": 2,
     "layers": 3,
+    "recurrent": 4,
     "interop": 4,
     "engine": 4,
     "runs": 5,
+    "verify": 5,
+    "nnx": 5,
     "tasks": 6,
     "cli": 7,
     "__init__": 8,
     "__main__": 9,
 }
 # Imported inside functions only where the dependency is optional or heavy and rarely needed.
-LAZY_OK = ("torch", "matplotlib", "tqdm", "jax.experimental")
+LAZY_OK = ("torch", "matplotlib", "tqdm", "tensorboardX", "jax.experimental")
 
 
 def _modules():
