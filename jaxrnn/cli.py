@@ -12,12 +12,22 @@ import dataclasses
 import json
 import pathlib
 import sys
+import traceback
 import typing
 
 import jax
 
 from .callbacks import TensorBoard
 from .data import cache_dir
+from .distributed import (
+    Distributed,
+    ProcessFailedError,
+    agree,
+    initialize,
+    is_writer,
+    joined,
+    leave,
+)
 from .files import load_safetensors, save_safetensors
 from .interop import load_torch_state_dict, params_to_state_dict, save_torch_state_dict
 from .runs import (
@@ -89,17 +99,22 @@ def _cmd_list(args) -> int:
 def _cmd_train(args) -> int:
     task = get_task(args.task)
     overrides = parse_overrides(task.Config, args.set or [])
+    distributed = _distributed(args)  # checked before joining: a bad flag fails every process
+    initialize(distributed)  # jax.distributed, before jax computes anything
     out = pathlib.Path(args.out or f"runs/{task.name}")
     seed = 0 if args.seed is None else args.seed
-    if args.resume:  # the checkpoint's config and seed: --set names only what changes
-        config, seed = _resume_config(task, out, overrides)
-        seed = seed if args.seed is None else args.seed
-    else:
-        config = task.Config(**overrides)
-    init = read_weights(args.init_from) if args.init_from else None
+    with agree("reading the config"):  # e.g. one host without the checkpoint: all stop
+        if args.resume:  # the checkpoint's config and seed: --set names only what changes
+            config, seed = _resume_config(task, out, overrides)
+            seed = seed if args.seed is None else args.seed
+        else:
+            config = task.Config(**overrides)
+        init = read_weights(args.init_from) if args.init_from else None
     board = args.tensorboard
     callbacks = [TensorBoard(board or out / "tensorboard")] if board is not None else []
-    print(f"training {task.name} → {out}")
+    writer = is_writer()  # process 0 of a multi-process run prints; fit writes there alone
+    if writer:
+        print(f"training {task.name} → {out}")
     try:
         result = fit(
             task,
@@ -113,6 +128,7 @@ def _cmd_train(args) -> int:
             init_state_dict=init,
             devices=args.devices,
             compilation_cache=None if args.no_compile_cache else cache_dir() / "xla",
+            distributed=distributed,
         )
     except KeyError as e:  # a state_dict that is not the model's: say which file
         if init is None or "state_dict" not in str(e):
@@ -128,8 +144,23 @@ def _cmd_train(args) -> int:
                 f"--resume --set learning_rate={e.learning_rate / 10:g}",
             )
         raise
-    print(json.dumps({"task": task.name, "final": result.final}, indent=2, default=str))
+    if writer:
+        print(json.dumps({"task": task.name, "final": result.final}, indent=2, default=str))
     return 0
+
+
+def _distributed(args) -> Distributed | None:
+    """The multi-process run the flags ask for: ``--coordinator-address``, ``--num-processes``
+    and ``--process-id`` together, or ``--distributed`` alone (jax's cluster detection)."""
+    flags = (args.coordinator_address, args.num_processes, args.process_id)
+    if all(flag is None for flag in flags):
+        return Distributed() if args.distributed else None
+    if any(flag is None for flag in flags):
+        raise ValueError(
+            "give --coordinator-address HOST:PORT, --num-processes N and --process-id I "
+            "together (or --distributed alone, for jax's cluster auto-detection)"
+        )
+    return Distributed(*flags)
 
 
 def read_weights(path: str) -> dict:
@@ -268,17 +299,49 @@ def _train_parser(train: argparse.ArgumentParser) -> None:
         help="data-parallel over N devices (batch split, params replicated); "
         "on a CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N",
     )
+    _distributed_flags(train)
     train.set_defaults(func=_cmd_train)
+
+
+def _distributed_flags(train: argparse.ArgumentParser) -> None:
+    group = train.add_argument_group(
+        "multi-process training (data parallel across hosts; process 0 writes the outputs)"
+    )
+    group.add_argument(
+        "--coordinator-address",
+        metavar="HOST:PORT",
+        help="process 0's address and a free port on it, the same for every process",
+    )
+    group.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process: 0 ... N-1")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a run found by jax's cluster auto-detection (SLURM srun, Open MPI, Cloud "
+        "TPU) instead of the three flags above",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError, OSError, FloatingPointError, ImportError) as e:
+    except (
+        KeyError,
+        ValueError,
+        OSError,
+        FloatingPointError,
+        ImportError,
+        ProcessFailedError,
+    ) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"jaxrnn {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return leave(2)  # a multi-process run: now, not after jax waits for a lost peer
+    except BaseException:  # a bug, Ctrl-C: the traceback, then as above
+        if not joined():
+            raise
+        traceback.print_exc()
+        return leave(1)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@ an epoch's end or, with ``eval_every``, from within an epoch: the next step sees
 batch, key and state as in the uninterrupted run. A resume may change ``epochs`` and
 ``learning_rate`` (:data:`RESUMABLE`), nothing else.
 
+Several processes (``distributed=``, :mod:`jaxrnn.distributed`): every process runs ``fit``
+alike on the same global batches; process 0 alone writes the files above, shows the bar and
+calls the callbacks, and every process waits at each evaluation until its checkpoint is on
+disk (:func:`~jaxrnn.distributed.agree`, which also raises one process's error on all).
+
 Numerical faults: the jitted step applies no update when the loss or any gradient is
 non-finite, nor at any later step, and records the first such step on device; the host reads
 it once per evaluation and raises :class:`NonFiniteError` naming the step. Nothing is then
@@ -61,6 +66,15 @@ from .checkpoints import (
     restore_into,
     save_checkpoint,
     save_params,
+)
+from .distributed import (
+    Distributed,
+    agree,
+    check_same,
+    initialize,
+    is_writer,
+    may_cache_compilations,
+    reports_lost_peers,
 )
 from .engine import (
     NO_FAULT,
@@ -220,6 +234,7 @@ class RunExistsError(FileExistsError):
         self.path, self.found = path, found
 
 
+@reports_lost_peers()  # a collective whose peer died: PeerLostError naming it
 def fit(
     task: Task,
     config: TaskConfig | None = None,
@@ -235,6 +250,7 @@ def fit(
     init_state_dict=None,
     devices: int | None = None,
     compilation_cache: str | os.PathLike | None = None,
+    distributed: Distributed | bool | None = None,
 ) -> Result:
     """Train ``task`` with ``config`` (default: the task's) and evaluate it.
 
@@ -253,23 +269,28 @@ def fit(
       devices: train data-parallel on that many devices (:mod:`jaxrnn.parallel`).
       compilation_cache: a directory for JAX's persistent compilation cache (process-wide):
         a second run of the same model loads its compiled steps instead of compiling them.
+      distributed: train as one of several processes: a
+        :class:`~jaxrnn.distributed.Distributed` or True (jax's cluster auto-detection),
+        before jax computes anything. Every process calls ``fit`` alike; process 0 alone
+        writes, shows the bar and calls ``callbacks`` (see the module docs).
 
     A task with ``select`` is evaluated with its best evaluation's params
     (``final["best_epoch"]``); ``Result.state`` is the last step's.
     """
     clock = Clock()
     config = checked_config(task, config)
-    out = prepare_out_dir(out_dir, resume=resume, overwrite=overwrite)
-    if compilation_cache is not None:
-        enable_compilation_cache(compilation_cache)
-    data = make_data(task, config, seed)
-    steps = make_steps(task, task.model(config), config.compute_dtype)
-    run = start_run(steps, config, data, seed, out, resume, init_state_dict)
-    mesh = parallel.data_mesh(devices) if devices is not None else None
+    initialize(distributed)  # jax.distributed, before jax computes anything
+    with agree("setting up the run"):  # every process gets past it, or every one raises
+        out = prepare_out_dir(out_dir, resume=resume, overwrite=overwrite)
+        if compilation_cache is not None and may_cache_compilations():
+            enable_compilation_cache(compilation_cache)
+        data = make_data(task, config, seed)
+        steps = make_steps(task, task.model(config), config.compute_dtype)
+        run = start_run(steps, config, data, seed, out, resume, init_state_dict)
+    multi = jax.process_count() > 1  # the mesh spans every process's devices
+    mesh = parallel.data_mesh(devices) if devices is not None or multi else None
     run.state = replicate_state(run.state, mesh)
-    listeners = ([MetricsLog(out)] if out is not None else []) + list(callbacks)
-    for callback in listeners:
-        callback.on_start(run)
+    listeners, progress = start_listeners(run, callbacks), progress and is_writer()
     reports = StepReports(listeners)
     last = config.epochs if max_epochs is None else min(config.epochs, run.epoch + max_epochs)
     with tqdm(desc=task.name, disable=not progress, unit="step", dynamic_ncols=True) as bar:
@@ -283,10 +304,12 @@ def fit(
                 advance(run, n, len(batches))
                 with clock.phase("eval"):
                     row = evaluate_now(steps, run, data, metrics, len(batches), clock.elapsed())
-                record(steps, run, data, row, bar, listeners, progress and not run.batch)
+                with agree(f"recording {run.position()}"):  # none runs ahead of a checkpoint
+                    record(steps, run, data, row, bar, listeners, progress and not run.batch)
     result = finish(steps, run, data, clock, complete=run.epoch == config.epochs)
-    for callback in listeners:
-        callback.on_end(result)
+    with agree("ending the run"):
+        for callback in listeners:
+            callback.on_end(result)
     return result
 
 
@@ -321,7 +344,7 @@ def prepare_out_dir(out_dir, *, resume: bool, overwrite: bool) -> pathlib.Path |
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not (resume or overwrite):
         raise RunExistsError(out, found)
-    if overwrite:
+    if overwrite and is_writer():  # in a multi-process run, process 0 alone deletes
         for name in found:
             (out / name).unlink()
     return out
@@ -377,12 +400,26 @@ def resume_from_checkpoint(run: Run, params) -> None:
         best.params = restore_into(params, payload["best"], path, meta)
 
 
+def start_listeners(run: Run, callbacks: Sequence[Callback]) -> list[Callback]:
+    """``metrics.jsonl``'s writer (with an ``out_dir``) and ``callbacks``, started; none but
+    on process 0 of a multi-process run, which writes for all."""
+    listeners = ([MetricsLog(run.out)] if run.out is not None else []) + list(callbacks)
+    listeners = listeners if is_writer() else []
+    with agree("starting the run's outputs"):
+        for callback in listeners:
+            callback.on_start(run)
+    return listeners
+
+
 def replicate_state(state: TrainState, mesh) -> TrainState:
-    """The train state replicated over ``mesh``'s devices (as is without a mesh)."""
+    """The train state replicated over ``mesh``'s devices (as is without a mesh), its step
+    too: the step's output then has its input's sharding, and the next call no recompile.
+    Across processes it must be the same on each (checked: a ValueError on every one)."""
     if mesh is None:
         return state
     parts = {"params": state.params, "opt_state": state.opt_state, "key": state.key}
-    return state.replace(**parallel.replicate(parts, mesh))
+    check_same(parts, "the train state")
+    return state.replace(**parallel.replicate({**parts, "step": state.step}, mesh))
 
 
 def epoch_batches(task: Task, split: Batch, config, seed: int, epoch: int) -> list[Batch]:
@@ -431,6 +468,7 @@ class StepReports:
 
     def add(self, step: int, sums: dict, n: int = 1) -> None:
         """``sums``: the metrics summed over the ``n`` steps that end at global ``step``."""
+        sums = parallel.local(sums) if self.due else sums  # process 0 adds them alone
         for i, cb in enumerate(self.due):
             old = self.sums[i]
             self.sums[i] = sums if old is None else jax.tree.map(jnp.add, old, sums)
@@ -446,6 +484,7 @@ def train_steps(steps: Steps, run: Run, batches: list[Batch], n_batches: int, me
     ``run.batch`` are done); their mean training metrics. Raises
     :class:`NonFiniteError` at a non-finite loss or gradient (no update applied from it on)."""
     start, fault = int(run.state.step), no_fault()
+    fault = fault if mesh is None else parallel.replicate(fault, mesh)  # as the step returns it
     if run.config.on_device_epoch:
         stacked = stack_batches(batches, run.task.name)
         stacked = stacked if mesh is None else parallel.shard(stacked, mesh, axis=1)
@@ -529,18 +568,21 @@ def record(steps: Steps, run: Run, data: Dataset, row: dict, bar, listeners, rep
     checkpoint; ``report``: print the task's epoch report too."""
     run.history.append(row)
     best, task = run.best, run.task
-    if best is not None and best.update(row, run.state.params) and run.out is not None:
+    write = run.out is not None and is_writer()  # process 0 alone, in a multi-process run
+    if best is not None and best.update(row, run.state.params) and write:
         save_params(run.out / BEST, best.params, run.meta())
     shown, key = {"loss": row["train_loss"]}, task.select or task.metric
     if key in row:
         shown[key] = row[key]
     bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()})
     if report:
-        text = task.epoch_report(steps, run.state.params, data, run.config, run.epoch)
+        params = parallel.local(run.state.params)  # this process's copy: it reports alone
+        text = task.epoch_report(steps, params, data, run.config, run.epoch)
         if text:
             bar.write(f"epoch {run.epoch}: {text}")
     if run.out is not None:
-        save_checkpoint(run.out / CHECKPOINT, run.state, run.meta(), best and best.params)
+        if write:
+            save_checkpoint(run.out / CHECKPOINT, run.state, run.meta(), best and best.params)
         run.saved = run.position()
     for callback in listeners:
         callback.on_evaluation(row)
@@ -556,8 +598,10 @@ def finish(steps: Steps, run: Run, data: Dataset, clock: Clock, complete: bool) 
     if final and best is not None:
         final["best_epoch"] = best.epoch
     seconds = clock.seconds()
-    if run.out is not None:
-        write_outputs(steps, config, params, data, run.history, final, run.out, best, seconds)
+    with agree("writing the outputs"):
+        if run.out is not None and is_writer():
+            local = parallel.local(params)
+            write_outputs(steps, config, local, data, run.history, final, run.out, best, seconds)
     return Result(
         state=run.state,
         history=run.history,

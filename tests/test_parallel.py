@@ -39,6 +39,7 @@ SCRIPT = textwrap.dedent(
                 "params": [np.asarray(leaf).ravel().tolist() for leaf in leaves],
                 "replicated": sorted(kind),
                 "devices": sorted({d.id for leaf in leaves for d in leaf.sharding.device_set}),
+                "compiles": (r.steps.epoch if on_device else r.steps.train)._cache_size(),
             }
     # the gradient of one batch, split over the two devices and not
     model = task.model(config)
@@ -79,6 +80,8 @@ def test_two_devices_train_like_one(runs, on_device):
     one, two = runs[f"1-{on_device}"], runs[f"2-{on_device}"]
     assert two["devices"] == [0, 1] and one["devices"] == [0]
     assert two["replicated"] == [True]  # params stay replicated after the updates
+    # the state (its step too) and the fault carry go in as they come out: one compile a run
+    assert two["compiles"] == one["compiles"] == 1
     # The same updates up to the order of the cross-device gradient sum (float32 rounding).
     np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
     # Adam divides by sqrt(v): where a gradient is at rounding level, the order of the sum can
