@@ -310,3 +310,13 @@ def test_sample_cli_refuses_other_tasks_and_missing_checkpoints(other_task_check
     assert "holds a 'hihello' checkpoint; sampling needs a 'charlm' one" in capsys.readouterr().err
     assert cli.main(["sample", "--checkpoint", str(other_task_checkpoint / "nope")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_presets_fill_only_the_fields_left_unset():
+    task = charlm.CharLM()
+    fast = task.resolve(task.Config(corpus="shakespeare", alphabet="ab"))
+    assert (fast.epochs, fast.learning_rate, fast.grad_clip) == (1, 3e-3, 1.0)
+    seed = task.resolve(task.Config(alphabet="ab", preset="seed", epochs=3))
+    assert (seed.epochs, seed.learning_rate, seed.grad_clip) == (3, 1e-3, 0.0)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        task.resolve(task.Config(alphabet="ab", preset="slow"))
