@@ -500,10 +500,10 @@ MODELS: list[TaskModel] = [
               lambda c: models.Seq2Seq(*_addition_sizes(c), c.hidden_size, c.num_layers,
                                        c.embedding_dim, c.dropout),
               seq2seq_loss, jax_outputs=seq2seq_outputs, decode=SEQ2SEQ_GREEDY),
-    # the seed's 2 layers, sizes shrunk (512 → 13, embedding 64 → 7, windows 100 → 12); the
-    # alphabet given, so nothing reads a corpus (charlm_batches makes the text)
+    # the seed's 2 layers and training (preset "seed"), sizes shrunk (512 → 13, embedding 64 → 7,
+    # windows 100 → 12); the alphabet given, so nothing reads a corpus (charlm_batches makes it)
     TaskModel("charlm", "charlm", dict(alphabet=TEXT_ALPHABET, hidden_size=13, embedding_dim=7,
-                                       seq_length=12, temperature=0.75),
+                                       seq_length=12, temperature=0.75, preset="seed"),
               lambda c: models.PredictorLSTM(len(c.alphabet) + 1, c.hidden_size, c.num_layers,
                                              c.embedding_dim),
               charlm_loss, batches=charlm_batches,  # the seed's model returns no state
