@@ -1,9 +1,11 @@
-"""addition's data: held-out problems really are held out; the commutative augmentation."""
+"""addition's data: held-out problems really are held out; the commutative augmentation;
+the presets."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxrnn.engine import make_optimizer
 from jaxrnn.task import TaskConfig
@@ -52,3 +54,37 @@ def test_weight_decay_is_decoupled_like_torch_adamw():
     updates, _ = opt.update(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
     new = optax.apply_updates(params, updates)
     np.testing.assert_allclose(new["w"], params["w"] * (1 - 0.1 * 0.01), rtol=1e-7)
+
+
+def test_presets_fill_only_the_fields_left_unset():
+    task = get_task("addition")
+    fast = task.resolve(task.Config())
+    assert (fast.batch_size, fast.learning_rate, fast.grad_clip, fast.on_device_epoch) == (
+        128,
+        3e-3,
+        1.0,
+        True,
+    )
+    seed = task.resolve(task.Config(preset="seed"))
+    assert (seed.batch_size, seed.learning_rate, seed.grad_clip, seed.epochs) == (32, 1e-3, 0.0, 30)
+    mine = task.resolve(task.Config(learning_rate=5e-4, epochs=3))
+    assert (mine.learning_rate, mine.epochs, mine.batch_size) == (5e-4, 3, 128)
+
+
+def test_the_seed_models_train_as_the_seed_does_whatever_the_preset():
+    task = get_task("addition")
+    for preset in ("fast", "seed"):
+        c = task.resolve(task.Config(model="sumlstm", preset=preset))
+        assert (c.hidden_size, c.num_layers, c.epochs) == (200, 5, 10)
+        assert (c.batch_size, c.learning_rate, c.grad_clip, c.on_device_epoch) == (
+            32,
+            1e-3,
+            0.0,
+            False,
+        )
+
+
+def test_an_unknown_preset_is_named():
+    task = get_task("addition")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        task.resolve(task.Config(preset="slow"))
