@@ -740,7 +740,7 @@ def plot_history(history: list[dict], path: pathlib.Path, title: str = "", best_
         ax.plot(steps, [row.get(key, np.nan) for row in history], marker=marker, ms=3, label=key)
     if best_step is not None:
         ax.axvline(best_step, color="gray", ls="--", label=f"selected (step {best_step})")
-    per_epoch = [(r["step"], r["epoch"]) for r in history if r["epoch"]]
+    per_epoch = [(r["step"], r["epoch"]) for r in history if r["epoch"] and r["step"]]
     if per_epoch:  # steps per epoch, from any evaluation: the epoch axis on top
         rate = per_epoch[-1][0] / per_epoch[-1][1]
         top = ax.secondary_xaxis("top", functions=(lambda s: s / rate, lambda e: e * rate))

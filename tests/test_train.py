@@ -13,7 +13,7 @@ import pytest
 from jaxrnn import cli
 from jaxrnn.checkpoints import CHECKPOINT, load_checkpoint
 from jaxrnn.engine import mixed_precision
-from jaxrnn.runs import fit
+from jaxrnn.runs import fit, plot_history
 from jaxrnn.tasks import get_task
 
 TINY = {
@@ -227,3 +227,13 @@ def test_bfloat16_training_keeps_float32_weights(task, extra, tmp_path):
     np.testing.assert_allclose(bf16_loss, f32_loss, rtol=0.02)  # ... and tracks float32
     state = load_checkpoint(tmp_path / "bf16")[0]
     assert {str(p.dtype) for p in jax.tree.leaves(state["params"])} == {"float32"}
+
+
+def test_loss_plot_draws_a_history_whose_first_evaluation_is_at_step_0(tmp_path):
+    """An evaluation before any step (epoch 1, step 0) has no steps per epoch to scale by."""
+    history = [
+        {"epoch": 1, "step": 0, "train_loss": 1.0, "test_loss": 1.1},
+        {"epoch": 1, "step": 0, "train_loss": 0.9, "test_loss": 1.0},
+    ]
+    plot_history(history, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").stat().st_size > 0
