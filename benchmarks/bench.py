@@ -344,6 +344,7 @@ class Result(NamedTuple):
     compile_s: dict[str, float]  # first step (trace + compile + run)
     gflop: float
     source: str
+    batch_size: int  # the resolved config's (a preset may set it)
 
 
 def bench_row(row: Row, steps: int, rounds: int, tmp: pathlib.Path) -> Result:
@@ -376,7 +377,7 @@ def bench_row(row: Row, steps: int, rounds: int, tmp: pathlib.Path) -> Result:
         for name in order if r % 2 == 0 else order[::-1]:
             samples[name] += timed(runs[name], steps)
     ms = {name: 1e3 * statistics.median(s) for name, s in samples.items()}
-    return Result(ms, compile_s, gflop, source)
+    return Result(ms, compile_s, gflop, source, config.batch_size)
 
 
 # ----------------------------------------------------------------------------- time to target
@@ -526,9 +527,8 @@ def print_steps(rows: list[Row], steps: int, rounds: int, tmp: pathlib.Path) -> 
         fmt = lambda k: f"{ms[k]:.2f}" if k in ms else "—"  # noqa: E731
         flax_ratio = f"{ms['flax'] / ms['jaxrnn']:.2f}" if "flax" in ms else "—"
         achieved = r.gflop / (ms["jaxrnn"] / 1e3) / peak
-        config = get_task(row.task).Config(**row.config)
         print(
-            f"| {row.id} | {config.batch_size} | {fmt('jaxrnn')} | {fmt('autodiff')} "
+            f"| {row.id} | {r.batch_size} | {fmt('jaxrnn')} | {fmt('autodiff')} "
             f"| {fmt('flax')} | {fmt('torch')} | **{ms['torch'] / ms['jaxrnn']:.2f}** "
             f"| {flax_ratio} | {r.gflop:.3g} | {100 * achieved:.1f} "
             f"| {r.compile_s['jaxrnn']:.1f} | {r.source} |",
